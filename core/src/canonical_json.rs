@@ -1,0 +1,132 @@
+//! Canonical JSON as the Matrix appendix defines it: keys sorted by code point, no insignificant
+//! whitespace, UTF-8 (not `\u` escapes) for non-ASCII, integers only.
+//!
+//! serde_json's `Map` is a `BTreeMap` (the `preserve_order` feature is off), whose `String`
+//! ordering is byte order, and byte order of UTF-8 equals code point order, so writing a `Value`
+//! with serde_json's compact writer is canonical once numbers have been checked. Its string
+//! escaping (`\"`, `\\`, `\b \f \n \r \t`, other control characters as lower-case `\u00XX`) is
+//! the same as the reference implementation's (Python's `json.dumps(ensure_ascii=False)`).
+
+use serde_json::Value;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The largest magnitude the canonical range allows: 2^53 - 1.
+pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
+
+/// Encodes `value` as canonical JSON. Fails on non-integer numbers, which have no canonical form.
+pub fn to_canonical_string(value: &Value) -> Result<String> {
+    check_numbers(value, "", false)?;
+    Ok(serde_json::to_string(value).expect("serialising a serde_json::Value cannot fail"))
+}
+
+/// Encodes `value` as canonical JSON bytes.
+pub fn to_canonical_bytes(value: &Value) -> Result<Vec<u8>> {
+    to_canonical_string(value).map(String::into_bytes)
+}
+
+/// Checks that every number in `value` is an integer and, when `strict` (room versions 6 and
+/// later), that it lies in [-(2^53)+1, 2^53-1]. The error names the JSON path of the offender.
+pub fn check_numbers(value: &Value, path: &str, strict: bool) -> Result<()> {
+    match value {
+        Value::Number(n) => {
+            let in_range = if let Some(i) = n.as_i64() {
+                !strict || (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&i)
+            } else if n.as_u64().is_some() {
+                !strict // a u64 above i64::MAX is always above 2^53-1
+            } else {
+                let field = if path.is_empty() { "(root)" } else { path };
+                return Err(Error::new(
+                    ErrorKind::IntegerOutOfRange,
+                    Some(field),
+                    format!("\"{field}\" is not an integer ({n}); canonical JSON allows integers only"),
+                ));
+            };
+            if in_range {
+                Ok(())
+            } else {
+                let field = if path.is_empty() { "(root)" } else { path };
+                Err(Error::new(
+                    ErrorKind::IntegerOutOfRange,
+                    Some(field),
+                    format!("\"{field}\" = {n} is outside the canonical JSON range [-(2^53)+1, (2^53)-1]"),
+                ))
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                check_numbers(item, &format!("{path}[{i}]"), strict)?;
+            }
+            Ok(())
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                check_numbers(v, &child, strict)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn canon(v: Value) -> String {
+        to_canonical_string(&v).unwrap()
+    }
+
+    // The examples of the spec appendix "Canonical JSON".
+    #[test]
+    fn spec_appendix_examples() {
+        assert_eq!(canon(json!({})), "{}");
+        assert_eq!(
+            canon(json!({"one": 1, "two": "Two"})),
+            r#"{"one":1,"two":"Two"}"#
+        );
+        assert_eq!(canon(json!({"b": "2", "a": "1"})), r#"{"a":"1","b":"2"}"#);
+        let v: Value = serde_json::from_str(r#"{"b":"2","a":"1"}"#).unwrap();
+        assert_eq!(canon(v), r#"{"a":"1","b":"2"}"#);
+        assert_eq!(
+            canon(json!({"auth": {"success": true, "mxid": "@john.doe:example.com",
+                "profile": {"display_name": "John Doe", "three_pids": [
+                    {"medium": "email", "address": "john.doe@example.org"},
+                    {"medium": "msisdn", "address": "123456789"}]}}})),
+            r#"{"auth":{"mxid":"@john.doe:example.com","profile":{"display_name":"John Doe","three_pids":[{"address":"john.doe@example.org","medium":"email"},{"address":"123456789","medium":"msisdn"}]},"success":true}}"#
+        );
+        assert_eq!(canon(json!({"a": "日本語"})), r#"{"a":"日本語"}"#);
+        assert_eq!(canon(json!({"本": 2, "日": 1})), r#"{"日":1,"本":2}"#);
+        let v: Value = serde_json::from_str(r#"{"a": "\u65E5"}"#).unwrap();
+        assert_eq!(canon(v), r#"{"a":"日"}"#);
+        assert_eq!(canon(json!({"a": null})), r#"{"a":null}"#);
+        assert_eq!(canon(json!({"a": -0, "b": 1e2 as i64})), r#"{"a":0,"b":100}"#);
+    }
+
+    #[test]
+    fn control_characters_are_escaped_like_the_reference() {
+        let v = json!({"a": "\u{0}\u{1f}\"\\\n\t\u{7f}\u{2028}"});
+        assert_eq!(canon(v), "{\"a\":\"\\u0000\\u001f\\\"\\\\\\n\\t\u{7f}\u{2028}\"}");
+    }
+
+    #[test]
+    fn floats_are_rejected_naming_the_path() {
+        let e = to_canonical_string(&json!({"content": {"x": [1, 2.5]}})).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::IntegerOutOfRange);
+        assert_eq!(e.field.as_deref(), Some("content.x[1]"));
+    }
+
+    #[test]
+    fn strict_range_is_enforced_only_when_asked() {
+        let big = json!({"depth": 9007199254740992i64});
+        assert!(check_numbers(&big, "", false).is_ok());
+        let e = check_numbers(&big, "", true).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("depth"));
+        assert!(check_numbers(&json!({"d": 9007199254740991i64}), "", true).is_ok());
+        assert!(check_numbers(&json!({"d": -9007199254740991i64}), "", true).is_ok());
+        assert!(check_numbers(&json!({"d": -9007199254740992i64}), "", true).is_err());
+        assert!(check_numbers(&json!({"d": u64::MAX}), "", true).is_err());
+    }
+}

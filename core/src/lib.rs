@@ -1,0 +1,13 @@
+//! roomserver-core: the Matrix logic of pg_roomserver in plain Rust, with no PostgreSQL types.
+//! The extension (`src/` at the repository root) only adapts these functions to SQL.
+
+pub mod canonical_json;
+pub mod error;
+pub mod event;
+pub mod hashes;
+pub mod redaction;
+pub mod room_version;
+
+pub use error::{Error, ErrorKind, Result};
+pub use event::Pdu;
+pub use room_version::RoomVersion;
