@@ -1,0 +1,88 @@
+-- Reading events back as PDUs, and the DBA views over events and references.
+
+-- The prev_events ('p') or auth_events ('a') list of an event, as it was in the PDU.
+CREATE FUNCTION roomserver.event_refs(room_nid bigint, event_nid bigint, kind "char") RETURNS jsonb
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT COALESCE(jsonb_agg(
+               CASE WHEN ed.ref_hashes IS NULL THEN to_jsonb(COALESCE(t.event_id, ed.target_event_id))
+                    ELSE jsonb_build_array(COALESCE(t.event_id, ed.target_event_id), ed.ref_hashes) END
+               ORDER BY ed.position), '[]'::jsonb)
+    FROM roomserver.event_edges ed
+    LEFT JOIN roomserver.stored_events t ON t.room_nid = ed.room_nid AND t.event_nid = ed.target_nid
+    WHERE ed.room_nid = $1 AND ed.event_nid = $2 AND ed.kind = $3
+$$;
+
+-- The stored PDU, rebuilt: equal to the ingested PDU under canonical JSON (or to its redacted
+-- form when its content hash did not match).
+CREATE FUNCTION roomserver.event_pdu(room_nid bigint, event_nid bigint) RETURNS jsonb
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT e.pdu_rest
+        || jsonb_build_object(
+               'type', t.event_type,
+               'sender', s.state_key,
+               'depth', e.depth,
+               'origin_server_ts', e.origin_server_ts,
+               'prev_events', roomserver.event_refs(e.room_nid, e.event_nid, 'p'),
+               'auth_events', roomserver.event_refs(e.room_nid, e.event_nid, 'a'))
+        || CASE WHEN e.room_id_implied THEN '{}'::jsonb ELSE jsonb_build_object('room_id', r.room_id) END
+        || CASE WHEN e.state_key_nid IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('state_key', k.state_key) END
+        -- Room versions 1 and 2 carry the event ID inside the PDU.
+        || CASE WHEN r.room_version IN ('1', '2') THEN jsonb_build_object('event_id', e.event_id) ELSE '{}'::jsonb END
+    FROM roomserver.stored_events e
+    JOIN roomserver.rooms r ON r.room_nid = e.room_nid
+    JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
+    JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
+    LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid
+    WHERE e.room_nid = $1 AND e.event_nid = $2
+$$;
+
+-- The PDU of an event by its ID; ERROR P0002 (404 M_NOT_FOUND) when unknown.
+CREATE FUNCTION roomserver.pdu(event_id text) RETURNS jsonb
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    result jsonb;
+BEGIN
+    SELECT roomserver.event_pdu(e.room_nid, e.event_nid) INTO result
+    FROM roomserver.stored_events e WHERE e.event_id = pdu.event_id
+    ORDER BY e.room_nid LIMIT 1;
+    IF result IS NULL THEN
+        RAISE EXCEPTION 'event % not found', pdu.event_id USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN result;
+END
+$$;
+
+CREATE VIEW roomserver.events AS
+SELECT r.room_id,
+       e.event_id,
+       t.event_type AS type,
+       k.state_key,
+       s.state_key AS sender,
+       e.depth,
+       e.origin_server_ts,
+       e.content_hash_ok,
+       e.room_nid,
+       e.event_nid
+FROM roomserver.stored_events e
+JOIN roomserver.rooms r ON r.room_nid = e.room_nid
+JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
+JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
+LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid;
+COMMENT ON VIEW roomserver.events IS 'Every stored event with readable strings instead of NIDs.';
+
+CREATE VIEW roomserver.event_references AS
+SELECT r.room_id,
+       e.event_id,
+       CASE ed.kind WHEN 'p' THEN 'prev' ELSE 'auth' END AS kind,
+       ed.position,
+       COALESCE(t.event_id, ed.target_event_id) AS referenced_event_id,
+       ed.target_nid IS NOT NULL AS known
+FROM roomserver.event_edges ed
+JOIN roomserver.stored_events e ON e.room_nid = ed.room_nid AND e.event_nid = ed.event_nid
+JOIN roomserver.rooms r ON r.room_nid = ed.room_nid
+LEFT JOIN roomserver.stored_events t ON t.room_nid = ed.room_nid AND t.event_nid = ed.target_nid;
+COMMENT ON VIEW roomserver.event_references IS 'prev_events and auth_events of every event, and whether the referenced event is known yet.';

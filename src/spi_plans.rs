@@ -1,0 +1,58 @@
+//! Prepared SPI plans kept for the life of the backend, so hot paths parse and plan each
+//! statement once per session instead of once per call.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pgrx::datum::DatumWithOid;
+use pgrx::pg_sys::{PgBuiltInOids, PgOid};
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+
+use crate::errors::OrRaise;
+
+pub const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
+pub const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
+pub const INT2_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT2ARRAYOID);
+pub const BOOL_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::BOOLARRAYOID);
+
+/// A statement with its parameter types; `mutating` statements run read-write.
+pub struct Statement {
+    pub name: &'static str,
+    pub sql: &'static str,
+    pub args: &'static [PgOid],
+    pub mutating: bool,
+}
+
+thread_local! {
+    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+}
+
+/// Executes `stmt` with `args` through its kept plan (preparing it on first use) and hands the
+/// result to `read`.
+pub fn execute<'conn, R>(
+    client: &mut SpiClient<'conn>,
+    stmt: &Statement,
+    args: &[DatumWithOid],
+    read: impl FnOnce(SpiTupleTable<'conn>) -> R,
+) -> R {
+    PLANS.with(|plans| {
+        let mut plans = plans.borrow_mut();
+        if !plans.contains_key(stmt.name) {
+            let prepared = if stmt.mutating {
+                client.prepare_mut(stmt.sql, stmt.args)
+            } else {
+                client.prepare(stmt.sql, stmt.args)
+            }
+            .or_raise(stmt.name);
+            plans.insert(stmt.name, prepared.keep());
+        }
+        let plan = &plans[stmt.name];
+        let table = if stmt.mutating {
+            client.update(plan, None, args)
+        } else {
+            client.select(plan, None, args)
+        }
+        .or_raise(stmt.name);
+        read(table)
+    })
+}

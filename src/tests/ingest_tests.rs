@@ -1,0 +1,129 @@
+use pgrx::prelude::*;
+
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use pgrx::JsonB;
+    use roomserver_core::canonical_json::to_canonical_string;
+    use roomserver_core::hashes::{event_id, with_content_hash};
+    use roomserver_core::RoomVersion;
+    use serde_json::{json, Value};
+
+    fn ev(v: Value) -> Value {
+        with_content_hash(v).unwrap()
+    }
+
+    fn id(v: &Value, rv: &str) -> String {
+        event_id(v, &RoomVersion::from_id(rv).unwrap()).unwrap()
+    }
+
+    fn ingest(pdu: &Value, version: Option<&str>) -> Value {
+        let sql = "SELECT roomserver.ingest_event($1, $2)";
+        Spi::get_one_with_args::<JsonB>(sql, &[JsonB(pdu.clone()).into(), version.map(str::to_owned).into()])
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    fn stored_pdu(event_id: &str) -> Value {
+        Spi::get_one_with_args::<JsonB>("SELECT roomserver.pdu($1)", &[event_id.into()]).unwrap().unwrap().0
+    }
+
+    /// create -> join -> message, in room version 10.
+    fn small_room() -> Vec<Value> {
+        let create = ev(json!({"type": "m.room.create", "state_key": "", "room_id": "!t:x", "sender": "@a:x",
+            "content": {"creator": "@a:x", "room_version": "10"}, "depth": 1, "origin_server_ts": 1,
+            "prev_events": [], "auth_events": []}));
+        let c = id(&create, "10");
+        let join = ev(json!({"type": "m.room.member", "state_key": "@a:x", "room_id": "!t:x", "sender": "@a:x",
+            "content": {"membership": "join"}, "depth": 2, "origin_server_ts": 2,
+            "prev_events": [c], "auth_events": [c]}));
+        let j = id(&join, "10");
+        let msg = ev(json!({"type": "m.room.message", "room_id": "!t:x", "sender": "@a:x",
+            "content": {"body": "hello", "msgtype": "m.text"}, "depth": 3, "origin_server_ts": 3,
+            "prev_events": [j], "auth_events": [c, j], "unsigned": {"age": 1}}));
+        vec![create, join, msg]
+    }
+
+    #[pg_test]
+    fn ingest_stores_and_rebuilds_equal_canonical_json() {
+        for pdu in small_room() {
+            let r = ingest(&pdu, None);
+            assert_eq!(r["event_id"], json!(id(&pdu, "10")));
+            assert!(r["event_nid"].as_i64().unwrap() > 0);
+            assert_eq!(r["duplicate"], json!(false));
+            let back = stored_pdu(r["event_id"].as_str().unwrap());
+            assert_eq!(to_canonical_string(&back).unwrap(), to_canonical_string(&pdu).unwrap());
+        }
+        let version = Spi::get_one::<String>("SELECT room_version FROM roomserver.rooms WHERE room_id = '!t:x'");
+        assert_eq!(version, Ok(Some("10".to_owned())));
+    }
+
+    #[pg_test]
+    fn ingesting_twice_is_a_no_op_with_the_same_nid() {
+        let room = small_room();
+        let first = ingest(&room[0], None);
+        let again = ingest(&room[0], None);
+        assert_eq!(first["event_nid"], again["event_nid"]);
+        assert_eq!(again["duplicate"], json!(true));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM roomserver.stored_events"), Ok(Some(1)));
+    }
+
+    #[pg_test]
+    fn references_to_later_events_resolve_when_they_arrive() {
+        let room = small_room();
+        ingest(&room[0], None);
+        ingest(&room[2], None); // the message before its prev event (the join)
+        let pending = Spi::get_one::<i64>("SELECT count(*) FROM roomserver.event_references WHERE NOT known");
+        assert_eq!(pending, Ok(Some(2)), "prev and auth reference to the join are pending");
+        ingest(&room[1], None);
+        let pending = Spi::get_one::<i64>("SELECT count(*) FROM roomserver.event_references WHERE NOT known");
+        assert_eq!(pending, Ok(Some(0)));
+        let back = stored_pdu(&id(&room[2], "10"));
+        assert_eq!(to_canonical_string(&back).unwrap(), to_canonical_string(&room[2]).unwrap());
+    }
+
+    #[pg_test]
+    fn batch_ingest_takes_a_room_in_one_call() {
+        let room = small_room();
+        let n = Spi::get_one_with_args::<i64>(
+            "SELECT count(*) FROM roomserver.ingest_events($1)",
+            &[JsonB(Value::Array(room.clone())).into()],
+        );
+        assert_eq!(n, Ok(Some(3)));
+        let known = Spi::get_one::<i64>("SELECT count(*) FROM roomserver.event_references WHERE known");
+        assert_eq!(known, Ok(Some(5)));
+    }
+
+    #[pg_test]
+    fn a_tampered_event_is_stored_redacted_and_flagged() {
+        let room = small_room();
+        ingest(&room[0], None);
+        ingest(&room[1], None);
+        let mut msg = room[2].clone();
+        msg["content"]["body"] = json!("tampered");
+        let r = ingest(&msg, None);
+        assert_eq!(r["content_hash_ok"], json!(false));
+        let back = stored_pdu(r["event_id"].as_str().unwrap());
+        assert_eq!(back["content"], json!({}));
+        assert!(back.get("unsigned").is_none());
+    }
+
+    #[pg_test(error = "ingest_event: room !t:x is unknown and no room_version was given: ingest its create event first or pass the room version")]
+    fn an_event_of_an_unknown_room_needs_a_version() {
+        ingest(&small_room()[2], None);
+    }
+
+    #[pg_test]
+    fn well_known_nids_are_fixed() {
+        assert_eq!(Spi::get_one::<i64>("SELECT roomserver.event_type_nid('m.room.create')"), Ok(Some(1)));
+        assert_eq!(Spi::get_one::<i64>("SELECT roomserver.event_type_nid('m.room.member')"), Ok(Some(5)));
+        assert_eq!(Spi::get_one::<String>("SELECT roomserver.event_type(16)"), Ok(Some("m.room.pinned_events".into())));
+        ingest(&small_room()[0], None);
+        assert_eq!(Spi::get_one::<i64>("SELECT roomserver.state_key_nid('!t:x', '')"), Ok(Some(1)));
+        let a = Spi::get_one::<i64>("SELECT roomserver.state_key_nid('!t:x', '@a:x')").unwrap().unwrap();
+        assert!(a >= 65536);
+        let rn = Spi::get_one::<i64>("SELECT roomserver.room_nid('!t:x')").unwrap().unwrap();
+        assert_eq!(Spi::get_one_with_args::<String>("SELECT roomserver.state_key($1, $2)", &[rn.into(), a.into()]), Ok(Some("@a:x".into())));
+    }
+}

@@ -1,0 +1,4 @@
+//! `#[pg_test]`s: the SQL layer, run inside PostgreSQL by `cargo pgrx test`.
+
+mod ingest_tests;
+mod json_function_tests;
