@@ -59,6 +59,21 @@ pub struct StoredForm {
 /// caller's claim: it fills in for an unknown room and must agree with what is known.
 pub fn room_version_for(json: &Value, known_room_version: Option<&str>, requested: Option<&str>) -> Result<RoomVersion> {
     let obj = json.as_object().ok_or_else(|| Error::bad_json("(root)", "a PDU must be a JSON object"))?;
+    // The room ID is the key for the room lookup, so check it before anything is looked up.
+    match obj.get("room_id") {
+        Some(Value::String(r)) if r.len() > crate::event::MAX_ID_BYTES => {
+            return Err(Error::new(
+                crate::ErrorKind::StringTooLong,
+                Some("room_id"),
+                format!("\"room_id\" is {} bytes; the limit is {}", r.len(), crate::event::MAX_ID_BYTES),
+            ))
+        }
+        Some(Value::String(r)) if !r.starts_with('!') => {
+            return Err(Error::bad_json("room_id", "\"room_id\" must start with '!'"))
+        }
+        Some(Value::String(_)) | None => {}
+        Some(_) => return Err(Error::wrong_type("room_id", "a string")),
+    }
     let is_create = obj.get("type").and_then(Value::as_str) == Some("m.room.create")
         && obj.get("state_key").and_then(Value::as_str) == Some("");
     let declared = if is_create {
@@ -223,5 +238,9 @@ mod tests {
         assert_eq!(room_version_for(&msg, None, Some("99")).unwrap_err().kind, crate::ErrorKind::UnsupportedRoomVersion);
         let bad = json!({"type": "m.room.create", "state_key": "", "content": {"room_version": 9}});
         assert_eq!(room_version_for(&bad, None, None).unwrap_err().field.as_deref(), Some("content.room_version"));
+        let long = json!({"type": "m.room.message", "room_id": format!("!{}", "r".repeat(255))});
+        assert_eq!(room_version_for(&long, None, None).unwrap_err().kind, crate::ErrorKind::StringTooLong);
+        let unsigiled = json!({"type": "m.room.message", "room_id": "r:x"});
+        assert_eq!(room_version_for(&unsigiled, None, Some("10")).unwrap_err().field.as_deref(), Some("room_id"));
     }
 }

@@ -1,0 +1,83 @@
+# Shared helpers for demo.sh, test.sh and bench.sh: prerequisites and throwaway clusters.
+# shellcheck shell=bash
+
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_VERSION=15
+PG_BIN="/usr/lib/postgresql/$PG_VERSION/bin"
+PG_CONFIG="$PG_BIN/pg_config"
+PGRX_VERSION=0.18.0
+export PGRX_HOME="$REPO/pgrx-config"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+# Installs what building and testing need, only what is missing: PostgreSQL 15 with its server
+# headers, clang for bindgen, sudo (cargo pgrx uses it), and cargo-pgrx $PGRX_VERSION.
+ensure_prerequisites() {
+    if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
+    command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
+    local pkgs=(postgresql-$PG_VERSION postgresql-server-dev-$PG_VERSION libclang-dev clang sudo)
+    local missing=()
+    for p in "${pkgs[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "apt-get install ${missing[*]}"
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+    if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+        log "cargo install --locked cargo-pgrx@$PGRX_VERSION (about 6 minutes)"
+        cargo install --locked "cargo-pgrx@$PGRX_VERSION"
+    fi
+}
+
+# Runs a command as the OS user that owns the cluster: postgres when we are root (initdb
+# refuses root), else ourselves.
+as_cluster_user() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+    local p
+    for p in $(seq 54320 54999); do
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+    done
+    echo "no free port in 54320-54999" >&2; exit 1
+}
+
+# start_cluster DIR: initdb + start on a free localhost port; sets PGHOST, PGPORT, PGUSER.
+start_cluster() {
+    CLUSTER_DIR="$1"
+    mkdir -p "$CLUSTER_DIR"
+    chmod 755 "$CLUSTER_DIR"
+    if [ "$(id -u)" = 0 ]; then chown postgres: "$CLUSTER_DIR"; fi
+    local port; port="$(free_port)"
+    as_cluster_user "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    as_cluster_user "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w \
+        -o "-p $port -k $CLUSTER_DIR -c listen_addresses=localhost -c fsync=off" start >/dev/null
+    export PGHOST="$CLUSTER_DIR" PGPORT="$port" PGUSER=postgres
+}
+
+stop_cluster() {
+    if [ -n "${CLUSTER_DIR:-}" ] && [ -d "$CLUSTER_DIR/data" ]; then
+        as_cluster_user "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -m fast stop >/dev/null 2>&1 || true
+        rm -rf "$CLUSTER_DIR"
+    fi
+}
+
+# Builds the extension and installs it into PostgreSQL's directories.
+install_extension() {
+    local profile_flag=("$@")
+    log "cargo pgrx install ${profile_flag[*]}"
+    if [ "$(id -u)" = 0 ]; then
+        (cd "$REPO" && cargo pgrx install --pg-config "$PG_CONFIG" "${profile_flag[@]}")
+    else
+        (cd "$REPO" && cargo pgrx install --sudo --pg-config "$PG_CONFIG" "${profile_flag[@]}")
+    fi
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Runs every test tier and exits non-zero on any failure:
+#   1. cargo test        — the pure core (roomserver-core) and the room generator
+#   2. cargo pgrx test   — #[pg_test]s inside PostgreSQL 15
+#   3. pg_regress        — tests/pg_regress/sql vs expected, the SQL surface as a DBA types it,
+#                          plus the concurrency test of NID assignment (several sessions at once)
+# Installs what it needs first (apt packages, cargo-pgrx 0.18.0). Usage: scripts/test.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ensure_prerequisites
+cd "$REPO"
+
+WORK="$(mktemp -d /tmp/pg_roomserver-test.XXXXXX)"
+chmod 755 "$WORK"
+cleanup() { stop_cluster; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+log "tier 1/3: cargo test (pure core, room generator)"
+cargo test --workspace --exclude pg_roomserver
+
+log "tier 2/3: cargo pgrx test pg15"
+if [ "$(id -u)" = 0 ]; then
+    cargo pgrx test pg15 --runas postgres --pgdata "$WORK/pgrx-data"
+else
+    cargo pgrx test pg15
+fi
+
+log "tier 3/3: pg_regress"
+install_extension
+start_cluster "$WORK/cluster"
+mkdir -p "$WORK/regress"
+tests=$(cd tests/pg_regress/sql && ls *.sql | sed 's/\.sql$//' | sort)
+status=0
+# shellcheck disable=SC2086
+/usr/lib/postgresql/$PG_VERSION/lib/pgxs/src/test/regress/pg_regress \
+    --inputdir=tests/pg_regress --outputdir="$WORK/regress" --bindir="$PG_BIN" \
+    --host="$PGHOST" --port="$PGPORT" --user=postgres --dbname=pg_roomserver_regress \
+    $tests || status=$?
+if [ "$status" -ne 0 ]; then
+    cat "$WORK/regress/regression.diffs" >&2 || true
+    exit "$status"
+fi
+
+log "concurrency: NID assignment from several sessions at once"
+bash tests/concurrency/nid_race.sh
+
+log "all tiers passed"

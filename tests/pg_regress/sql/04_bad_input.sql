@@ -1,0 +1,60 @@
+-- Bad input gets a clear ERROR with a SQLSTATE, and nothing is written.
+\set VERBOSITY default
+-- try(): runs a statement and shows its SQLSTATE and message instead of aborting.
+CREATE FUNCTION pg_temp.try(statement text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE statement;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+CREATE FUNCTION pg_temp.pdu(patch jsonb) RETURNS jsonb LANGUAGE sql AS $$
+    SELECT jsonb_strip_nulls('{"type": "m.room.message", "room_id": "!demo:example.org", "sender": "@alice:example.org",
+        "content": {"body": "x"}, "depth": 9, "origin_server_ts": 1700000009000, "prev_events": [],
+        "auth_events": [], "hashes": {"sha256": "x"}}'::jsonb || patch)
+$$;
+
+SELECT count(*) AS events_before FROM roomserver.stored_events \gset
+
+-- One ERROR as psql shows it.
+SELECT roomserver.ingest_event(pg_temp.pdu('{"sender": null}'));
+
+SELECT case_name, pg_temp.try(format('SELECT roomserver.ingest_event(%L::jsonb)', pdu)) AS outcome
+FROM (VALUES
+    ('not an object',          '[1, 2, 3]'::jsonb),
+    ('missing sender',         pg_temp.pdu('{"sender": null}')),
+    ('sender not a user id',   pg_temp.pdu('{"sender": "alice"}')),
+    ('depth is a string',      pg_temp.pdu('{"depth": "9"}')),
+    ('negative depth',         pg_temp.pdu('{"depth": -1}')),
+    ('content is a list',      pg_temp.pdu('{"content": []}')),
+    ('prev_events not a list', pg_temp.pdu('{"prev_events": "$x"}')),
+    ('auth event not an id',   pg_temp.pdu('{"auth_events": [42]}')),
+    ('integer beyond 2^53-1',  pg_temp.pdu('{"content": {"n": 9007199254740992}}')),
+    ('float in content',       pg_temp.pdu('{"content": {"n": 1.5}}')),
+    ('room id over 255 bytes', pg_temp.pdu(jsonb_build_object('room_id', '!' || repeat('r', 255) || ':x'))),
+    ('state key over 255',     pg_temp.pdu(jsonb_build_object('state_key', repeat('k', 256)))),
+    ('PDU over 64 KiB',        pg_temp.pdu(jsonb_build_object('content', jsonb_build_object('body', repeat('x', 70000))))),
+    ('no hashes',              pg_temp.pdu('{"hashes": null}')),
+    ('room id without !',      pg_temp.pdu('{"room_id": "demo:example.org"}')),
+    ('unknown room',           pg_temp.pdu('{"room_id": "!nowhere:example.org"}'))
+) AS t(case_name, pdu);
+
+SELECT pg_temp.try($$SELECT roomserver.ingest_event('{"type": "m.room.create", "state_key": "", "room_id": "!v:x", "sender": "@a:x", "content": {"room_version": "99"}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}')$$) AS unknown_room_version;
+SELECT pg_temp.try($$SELECT roomserver.ingest_event('{"type": "m.room.message", "room_id": "!new:x", "sender": "@a:x", "content": {}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}', 'v99')$$) AS unknown_version_argument;
+SELECT pg_temp.try($$SELECT roomserver.ingest_event('{"type": "m.room.message", "room_id": "!demo:example.org", "sender": "@a:x", "content": {}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}', '11')$$) AS version_mismatch;
+SELECT pg_temp.try($$SELECT roomserver.ingest_event(NULL)$$) AS null_pdu;
+SELECT pg_temp.try($$SELECT roomserver.ingest_events('{"not": "an array"}')$$) AS batch_not_array;
+SELECT pg_temp.try('SELECT roomserver.ingest_event(''{"type": oops}'')') AS malformed_json_text;
+
+-- A batch whose third PDU is bad writes none of the batch, not even the good ones before it.
+SELECT count(*) FROM roomserver.ingest_events(
+    jsonb_build_array(pg_temp.pdu('{"content": {"body": "good 1"}}'),
+                      pg_temp.pdu('{"content": {"body": "good 2"}}'),
+                      pg_temp.pdu('{"depth": "bad"}')));
+
+SELECT count(*) - :events_before AS events_written_by_bad_input FROM roomserver.stored_events;
+SELECT count(*) AS rooms FROM roomserver.rooms;
+
+-- Unknown events are an error (404 for a front end).
+SELECT roomserver.pdu('$does-not-exist');
