@@ -86,3 +86,43 @@ JOIN roomserver.stored_events e ON e.room_nid = ed.room_nid AND e.event_nid = ed
 JOIN roomserver.rooms r ON r.room_nid = ed.room_nid
 LEFT JOIN roomserver.stored_events t ON t.room_nid = ed.room_nid AND t.event_nid = ed.target_nid;
 COMMENT ON VIEW roomserver.event_references IS 'prev_events and auth_events of every event, and whether the referenced event is known yet.';
+
+-- The references the hot tables do not declare as foreign keys, checked on demand: one row per
+-- broken reference (none on a healthy database).
+CREATE FUNCTION roomserver.check_integrity()
+RETURNS TABLE (problem text, room_nid bigint, event_nid bigint, detail text)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT 'event of an unknown room', e.room_nid, e.event_nid, e.event_id
+    FROM roomserver.stored_events e
+    WHERE NOT EXISTS (SELECT 1 FROM roomserver.rooms r WHERE r.room_nid = e.room_nid)
+    UNION ALL
+    SELECT 'unknown event type NID', e.room_nid, e.event_nid, e.event_type_nid::text
+    FROM roomserver.stored_events e
+    WHERE NOT EXISTS (SELECT 1 FROM roomserver.event_types t WHERE t.event_type_nid = e.event_type_nid)
+    UNION ALL
+    SELECT 'unknown sender NID', e.room_nid, e.event_nid, e.sender_nid::text
+    FROM roomserver.stored_events e
+    WHERE NOT EXISTS (SELECT 1 FROM roomserver.event_state_keys k WHERE k.room_nid = e.room_nid AND k.state_key_nid = e.sender_nid)
+    UNION ALL
+    SELECT 'unknown state key NID', e.room_nid, e.event_nid, e.state_key_nid::text
+    FROM roomserver.stored_events e
+    WHERE e.state_key_nid IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM roomserver.event_state_keys k WHERE k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid)
+    UNION ALL
+    SELECT 'edge of an unknown event', ed.room_nid, ed.event_nid, ed.kind || ed.position
+    FROM roomserver.event_edges ed
+    WHERE NOT EXISTS (SELECT 1 FROM roomserver.stored_events e WHERE e.room_nid = ed.room_nid AND e.event_nid = ed.event_nid)
+    UNION ALL
+    SELECT 'edge to an unknown event', ed.room_nid, ed.event_nid, ed.target_nid::text
+    FROM roomserver.event_edges ed
+    WHERE ed.target_nid IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM roomserver.stored_events e WHERE e.room_nid = ed.room_nid AND e.event_nid = ed.target_nid)
+    UNION ALL
+    -- A reference left pending although its event is stored: the resolution missed it.
+    SELECT 'pending edge to a stored event', ed.room_nid, ed.event_nid, ed.target_event_id
+    FROM roomserver.event_edges ed
+    WHERE ed.target_nid IS NULL
+      AND EXISTS (SELECT 1 FROM roomserver.stored_events e WHERE e.room_nid = ed.room_nid AND e.event_id = ed.target_event_id)
+$$;
+COMMENT ON FUNCTION roomserver.check_integrity() IS 'Lists broken references in the event tables (which declare no foreign keys, for ingest speed); empty when healthy.';

@@ -33,12 +33,23 @@ fn ingest_events(pdus: Option<JsonB>, room_version: default!(Option<&str>, "NULL
     SetOfIterator::new(ingest(items, room_version, "ingest_events").into_iter().map(JsonB))
 }
 
-const KNOWN_ROOMS: Statement = Statement {
-    name: "ingest.known_rooms",
-    sql: "SELECT room_id, room_version FROM roomserver.rooms WHERE room_id = ANY ($1)",
-    args: &[TEXT_ARRAY],
+// Every NID the batch needs that already exists, in one round trip: the steady state (known
+// room, types and senders) needs no other lookup.
+const LOOKUP: Statement = Statement {
+    name: "ingest.lookup",
+    sql: "SELECT 'r'::text, r.room_id, r.room_nid, r.room_version FROM roomserver.rooms r WHERE r.room_id = ANY ($1)
+          UNION ALL
+          SELECT 't', t.event_type, t.event_type_nid, NULL FROM roomserver.event_types t WHERE t.event_type = ANY ($2)
+          UNION ALL
+          SELECT 'k', k.state_key, k.state_key_nid, k.room_nid::text
+          FROM roomserver.event_state_keys k
+          WHERE k.state_key = ANY ($3)
+            AND k.room_nid = ANY (ARRAY(SELECT r.room_nid FROM roomserver.rooms r WHERE r.room_id = ANY ($1)))",
+    args: &[TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
     mutating: false,
 };
+// The rare paths (a new room, type or state key) go through the same concurrency-safe SQL
+// functions a DBA can call.
 const ASSIGN_ROOMS: Statement = Statement {
     name: "ingest.assign_rooms",
     sql: "SELECT room_id, room_nid, room_version FROM roomserver.assign_room_nids($1, $2)",
@@ -81,19 +92,23 @@ const INSERT_EVENTS: Statement = Statement {
 };
 const EXISTING_EVENTS: Statement = Statement {
     name: "ingest.existing_events",
-    sql: "SELECT e.event_id, e.room_nid, e.event_nid
+    sql: "SELECT u.id, u.r, e.event_nid
           FROM unnest($1::text[], $2::bigint[]) AS u(id, r)
-          JOIN roomserver.stored_events e ON e.event_id = u.id AND e.room_nid = u.r",
+          CROSS JOIN LATERAL (SELECT s.event_nid FROM roomserver.stored_events s
+                              WHERE s.event_id = u.id AND s.room_nid = u.r LIMIT 1) AS e",
     args: &[TEXT_ARRAY, INT8_ARRAY],
     mutating: false,
 };
 // References to events already stored (in this batch or before) are resolved to NIDs at once.
+// The LIMIT 1 keeps the lookup a per-reference index probe: as a plain join the planner hashes
+// the whole room's events (seen: a sequential scan of stored_events for every batch).
 const INSERT_EDGES: Statement = Statement {
     name: "ingest.insert_edges",
     sql: "INSERT INTO roomserver.event_edges (room_nid, event_nid, kind, position, target_nid, target_event_id, ref_hashes)
           SELECT u.r, u.e, u.k::\"char\", u.p, t.event_nid, CASE WHEN t.event_nid IS NULL THEN u.tid END, u.h::jsonb
           FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int2[], $5::text[], $6::text[]) AS u(r, e, k, p, tid, h)
-          LEFT JOIN roomserver.stored_events t ON t.event_id = u.tid AND t.room_nid = u.r",
+          LEFT JOIN LATERAL (SELECT s.event_nid FROM roomserver.stored_events s
+                             WHERE s.event_id = u.tid AND s.room_nid = u.r LIMIT 1) AS t ON true",
     args: &[INT8_ARRAY, INT8_ARRAY, TEXT_ARRAY, INT2_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
     mutating: true,
 };
@@ -113,29 +128,61 @@ struct Prepared {
     repeat_of: Option<usize>,
 }
 
+fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
 fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Value> {
     let batch = items.len() > 1 || context == "ingest_events";
     let field_context = |i: usize| if batch { format!("{context}: pdus[{i}]") } else { context.to_owned() };
 
     Spi::connect_mut(|client| {
-        // 1. Room versions: known rooms from the table, rooms created earlier in this batch.
-        let mentioned: Vec<Option<String>> = items
-            .iter()
-            .filter_map(|v| v.get("room_id").and_then(Value::as_str).map(|s| Some(s.to_owned())))
-            .collect();
-        let mut versions: HashMap<String, String> = execute(client, &KNOWN_ROOMS, &[mentioned.into()], |t| {
-            t.map(|row| (row.get::<String>(1).ok().flatten().unwrap_or_default(), row.get::<String>(2).ok().flatten().unwrap_or_default()))
-                .collect()
+        // 1. Look up every NID the raw PDUs mention (validation comes next, so these are guesses
+        //    that only save round trips; nothing is trusted until the PDU is parsed).
+        let (mut q_rooms, mut q_types, mut q_keys) = (Vec::new(), Vec::new(), Vec::new());
+        for v in &items {
+            if let Some(r) = str_at(v, "room_id") {
+                q_rooms.push(r.to_owned());
+                q_keys.extend([str_at(v, "sender"), str_at(v, "state_key")].into_iter().flatten().map(str::to_owned));
+            }
+            if let Some(t) = str_at(v, "type") {
+                q_types.push(t.to_owned());
+            }
+        }
+        let mut versions: HashMap<String, String> = HashMap::new();
+        let mut rooms: HashMap<String, i64> = HashMap::new();
+        let mut type_nids: HashMap<String, i64> = HashMap::new();
+        let mut key_nids: HashMap<(i64, String), i64> = HashMap::new();
+        execute(client, &LOOKUP, &[q_rooms.into(), q_types.into(), q_keys.into()], |t| {
+            for row in t {
+                let what: String = row.get(1).ok().flatten().unwrap_or_default();
+                let name: String = row.get(2).ok().flatten().unwrap_or_default();
+                let nid: i64 = row.get(3).ok().flatten().unwrap_or_default();
+                let extra: Option<String> = row.get(4).ok().flatten();
+                match what.as_str() {
+                    "r" => {
+                        versions.insert(name.clone(), extra.unwrap_or_default());
+                        rooms.insert(name, nid);
+                    }
+                    "t" => {
+                        type_nids.insert(name, nid);
+                    }
+                    _ => {
+                        let room_nid = extra.and_then(|r| r.parse().ok()).unwrap_or_default();
+                        key_nids.insert((room_nid, name), nid);
+                    }
+                }
+            }
         });
 
         // 2. Validate and split every PDU before writing anything.
         let mut prepared: Vec<Prepared> = Vec::with_capacity(items.len());
         let mut first_index: HashMap<(String, String), usize> = HashMap::new();
         for (i, json) in items.iter().enumerate() {
-            let room_id = json.get("room_id").and_then(Value::as_str);
-            let known = room_id.and_then(|r| versions.get(r)).map(String::as_str);
+            let known = str_at(json, "room_id").and_then(|r| versions.get(r)).map(String::as_str);
             let rv = room_version_for(json, known, requested).or_raise(&field_context(i));
             let form = split(json, &rv).or_raise(&field_context(i));
+            // A create event earlier in the batch sets the version for the rest of its room.
             versions.entry(form.pdu.room_id.clone()).or_insert_with(|| rv.id.to_owned());
             let key = (form.pdu.room_id.clone(), form.pdu.event_id.clone());
             let repeat_of = first_index.get(&key).copied();
@@ -146,23 +193,20 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
         }
         let fresh: Vec<&StoredForm> = prepared.iter().filter(|p| p.repeat_of.is_none()).map(|p| &p.form).collect();
 
-        // 3. Room NIDs (creating rooms), then serialise with other ingests into the same rooms.
-        let mut room_ids: Vec<String> = fresh.iter().map(|f| f.pdu.room_id.clone()).collect();
-        room_ids.sort();
-        room_ids.dedup();
-        let room_versions: Vec<String> = room_ids.iter().map(|r| versions[r].clone()).collect();
-        let rooms: HashMap<String, i64> =
-            execute(client, &ASSIGN_ROOMS, &[room_ids.clone().into(), room_versions.into()], |t| {
+        // 3. NIDs for what is new: rooms, event types, state keys (senders are state keys too:
+        //    they are the user IDs of member events).
+        let mut new_rooms: Vec<String> = fresh.iter().map(|f| f.pdu.room_id.clone()).filter(|r| !rooms.contains_key(r)).collect();
+        new_rooms.sort();
+        new_rooms.dedup();
+        if !new_rooms.is_empty() {
+            let new_versions: Vec<String> = new_rooms.iter().map(|r| versions[r].clone()).collect();
+            let created: Vec<(String, i64, String)> = execute(client, &ASSIGN_ROOMS, &[new_rooms.into(), new_versions.into()], |t| {
                 t.map(|row| {
-                    let id: String = row.get(1).ok().flatten().unwrap_or_default();
-                    let nid: i64 = row.get(2).ok().flatten().unwrap_or_default();
-                    let version: String = row.get(3).ok().flatten().unwrap_or_default();
-                    (id, nid, version)
+                    (row.get(1).ok().flatten().unwrap_or_default(), row.get(2).ok().flatten().unwrap_or_default(), row.get(3).ok().flatten().unwrap_or_default())
                 })
-                .collect::<Vec<_>>()
-            })
-            .into_iter()
-            .map(|(id, nid, version)| {
+                .collect()
+            });
+            for (id, nid, version) in created {
                 if version != versions[&id] {
                     raise(
                         Error::invalid(
@@ -172,40 +216,45 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
                         context,
                     )
                 }
-                (id, nid)
-            })
-            .collect();
-        let mut room_nids: Vec<i64> = rooms.values().copied().collect();
-        room_nids.sort_unstable();
-        execute(client, &LOCK_ROOMS, &[room_nids.into()], |_| ());
-
-        // 4. Event type and state key NIDs (senders are state keys too: they are user IDs).
-        let types: Vec<String> = fresh.iter().map(|f| f.pdu.event_type.clone()).collect();
-        let type_nids: HashMap<String, i64> = execute(client, &ASSIGN_TYPES, &[types.into()], |t| {
-            t.map(|row| (row.get::<String>(1).ok().flatten().unwrap_or_default(), row.get::<i64>(2).ok().flatten().unwrap_or_default()))
-                .collect()
-        });
-        let mut key_rooms = Vec::new();
-        let mut keys = Vec::new();
-        for f in &fresh {
-            let r = rooms[&f.pdu.room_id];
-            key_rooms.push(r);
-            keys.push(f.pdu.sender.clone());
-            if let Some(k) = &f.pdu.state_key {
-                key_rooms.push(r);
-                keys.push(k.clone());
+                rooms.insert(id, nid);
             }
         }
-        let key_nids: HashMap<(i64, String), i64> =
+        let mut new_types: Vec<String> = fresh.iter().map(|f| f.pdu.event_type.clone()).filter(|t| !type_nids.contains_key(t)).collect();
+        new_types.sort();
+        new_types.dedup();
+        if !new_types.is_empty() {
+            execute(client, &ASSIGN_TYPES, &[new_types.into()], |t| {
+                for row in t {
+                    type_nids.insert(row.get(1).ok().flatten().unwrap_or_default(), row.get(2).ok().flatten().unwrap_or_default());
+                }
+            });
+        }
+        let (mut key_rooms, mut keys) = (Vec::new(), Vec::new());
+        for f in &fresh {
+            let r = rooms[&f.pdu.room_id];
+            for k in [Some(&f.pdu.sender), f.pdu.state_key.as_ref()].into_iter().flatten() {
+                if !key_nids.contains_key(&(r, k.clone())) {
+                    key_rooms.push(r);
+                    keys.push(k.clone());
+                }
+            }
+        }
+        if !keys.is_empty() {
             execute(client, &ASSIGN_STATE_KEYS, &[key_rooms.into(), keys.into()], |t| {
-                t.map(|row| {
+                for row in t {
                     let r: i64 = row.get(1).ok().flatten().unwrap_or_default();
                     let k: String = row.get(2).ok().flatten().unwrap_or_default();
                     let n: i64 = row.get(3).ok().flatten().unwrap_or_default();
-                    ((r, k), n)
-                })
-                .collect()
+                    key_nids.insert((r, k), n);
+                }
             });
+        }
+
+        // 4. One ingest at a time per room from here on.
+        let mut room_nids: Vec<i64> = fresh.iter().map(|f| rooms[&f.pdu.room_id]).collect();
+        room_nids.sort_unstable();
+        room_nids.dedup();
+        execute(client, &LOCK_ROOMS, &[room_nids.into()], |_| ());
 
         // 5. The events themselves; ones already stored are left alone.
         let n = fresh.len();

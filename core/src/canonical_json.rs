@@ -7,6 +7,8 @@
 //! escaping (`\"`, `\\`, `\b \f \n \r \t`, other control characters as lower-case `\u00XX`) is
 //! the same as the reference implementation's (Python's `json.dumps(ensure_ascii=False)`).
 
+use std::io::{self, Write};
+
 use serde_json::Value;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -25,48 +27,101 @@ pub fn to_canonical_bytes(value: &Value) -> Result<Vec<u8>> {
     to_canonical_string(value).map(String::into_bytes)
 }
 
+/// The length in bytes of `value` as canonical JSON, without building the string. The caller
+/// has checked the numbers.
+pub fn canonical_len(value: &Value) -> usize {
+    let mut counter = ByteCounter(0);
+    serde_json::to_writer(&mut counter, value).expect("counting cannot fail");
+    counter.0
+}
+
+struct ByteCounter(usize);
+
+impl Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the canonical JSON object made of `entries`, which must be sorted by key (as the
+/// entries of a `Map` are), straight into `w`: hashing a PDU minus a few keys needs no copy of it.
+/// The caller has checked the numbers.
+pub fn write_object<'a, W: Write>(w: &mut W, entries: impl IntoIterator<Item = (&'a str, &'a Value)>) -> io::Result<()> {
+    w.write_all(b"{")?;
+    for (i, (k, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            w.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *w, k)?;
+        w.write_all(b":")?;
+        serde_json::to_writer(&mut *w, v)?;
+    }
+    w.write_all(b"}")
+}
+
 /// Checks that every number in `value` is an integer and, when `strict` (room versions 6 and
-/// later), that it lies in [-(2^53)+1, 2^53-1]. The error names the JSON path of the offender.
+/// later), that it lies in [-(2^53)+1, 2^53-1]. The error names the JSON path of the offender,
+/// prefixed by `path`.
 pub fn check_numbers(value: &Value, path: &str, strict: bool) -> Result<()> {
+    let Some((segments, n, integer)) = first_bad_number(value, strict) else { return Ok(()) };
+    // Only the error path pays for building the path string.
+    let mut field = path.to_owned();
+    for seg in segments.iter().rev() {
+        match seg {
+            Segment::Key(k) if field.is_empty() => field.push_str(k),
+            Segment::Key(k) => {
+                field.push('.');
+                field.push_str(k);
+            }
+            Segment::Index(i) => field.push_str(&format!("[{i}]")),
+        }
+    }
+    if field.is_empty() {
+        field.push_str("(root)");
+    }
+    let message = if integer {
+        format!("\"{field}\" = {n} is outside the canonical JSON range [-(2^53)+1, (2^53)-1]")
+    } else {
+        format!("\"{field}\" is not an integer ({n}); canonical JSON allows integers only")
+    };
+    Err(Error::new(ErrorKind::IntegerOutOfRange, Some(&field), message))
+}
+
+enum Segment<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// The first offending number, its path (innermost segment first) and whether it is an integer.
+fn first_bad_number(value: &Value, strict: bool) -> Option<(Vec<Segment<'_>>, &serde_json::Number, bool)> {
     match value {
         Value::Number(n) => {
-            let in_range = if let Some(i) = n.as_i64() {
-                !strict || (-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&i)
+            if let Some(i) = n.as_i64() {
+                (strict && !(-MAX_SAFE_INTEGER..=MAX_SAFE_INTEGER).contains(&i)).then(|| (Vec::new(), n, true))
             } else if n.as_u64().is_some() {
-                !strict // a u64 above i64::MAX is always above 2^53-1
+                // A u64 above i64::MAX is always above 2^53-1.
+                strict.then(|| (Vec::new(), n, true))
             } else {
-                let field = if path.is_empty() { "(root)" } else { path };
-                return Err(Error::new(
-                    ErrorKind::IntegerOutOfRange,
-                    Some(field),
-                    format!("\"{field}\" is not an integer ({n}); canonical JSON allows integers only"),
-                ));
-            };
-            if in_range {
-                Ok(())
-            } else {
-                let field = if path.is_empty() { "(root)" } else { path };
-                Err(Error::new(
-                    ErrorKind::IntegerOutOfRange,
-                    Some(field),
-                    format!("\"{field}\" = {n} is outside the canonical JSON range [-(2^53)+1, (2^53)-1]"),
-                ))
+                Some((Vec::new(), n, false))
             }
         }
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                check_numbers(item, &format!("{path}[{i}]"), strict)?;
-            }
-            Ok(())
-        }
-        Value::Object(map) => {
-            for (k, v) in map {
-                let child = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                check_numbers(v, &child, strict)?;
-            }
-            Ok(())
-        }
-        _ => Ok(()),
+        Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+            first_bad_number(item, strict).map(|(mut p, n, int)| {
+                p.push(Segment::Index(i));
+                (p, n, int)
+            })
+        }),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            first_bad_number(v, strict).map(|(mut p, n, int)| {
+                p.push(Segment::Key(k));
+                (p, n, int)
+            })
+        }),
+        _ => None,
     }
 }
 
@@ -116,6 +171,29 @@ mod tests {
         let e = to_canonical_string(&json!({"content": {"x": [1, 2.5]}})).unwrap_err();
         assert_eq!(e.kind, ErrorKind::IntegerOutOfRange);
         assert_eq!(e.field.as_deref(), Some("content.x[1]"));
+    }
+
+    #[test]
+    fn write_object_and_canonical_len_agree_with_the_string_form() {
+        let v = json!({"b": [1, {"y": "é", "x": null}], "a": "\n", "c": {}});
+        let s = canon(v.clone());
+        assert_eq!(canonical_len(&v), s.len());
+        let mut out = Vec::new();
+        write_object(&mut out, v.as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v))).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), s);
+        let mut partial = Vec::new();
+        write_object(&mut partial, v.as_object().unwrap().iter().filter(|(k, _)| *k != "b").map(|(k, v)| (k.as_str(), v))).unwrap();
+        assert_eq!(String::from_utf8(partial).unwrap(), r#"{"a":"\n","c":{}}"#);
+    }
+
+    #[test]
+    fn error_paths_name_nested_fields() {
+        let e = check_numbers(&json!({"a": [{"b": 1}, {"c": [0, 1.5]}]}), "", false).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("a[1].c[1]"));
+        let e = check_numbers(&json!(2.5), "", false).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("(root)"));
+        let e = check_numbers(&json!({"x": 2.5}), "content", false).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("content.x"));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::canonical_json::{check_numbers, to_canonical_bytes};
+use crate::canonical_json::{canonical_len, check_numbers};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hashes;
 use crate::room_version::{EventFormat, RoomVersion};
@@ -52,7 +52,7 @@ impl Pdu {
             .as_object()
             .ok_or_else(|| Error::bad_json("(root)", "a PDU must be a JSON object"))?;
         check_numbers(json, "", rv.strict_canonical_json)?;
-        let size = to_canonical_bytes(json)?.len();
+        let size = canonical_len(json);
         if size > MAX_PDU_BYTES {
             return Err(Error::new(
                 ErrorKind::StringTooLong,

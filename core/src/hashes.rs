@@ -9,29 +9,31 @@
 
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::canonical_json::to_canonical_bytes;
+use crate::canonical_json::{check_numbers, write_object};
 use crate::error::{Error, Result};
-use crate::redaction::redact;
+use crate::redaction::{kept_top_level_keys, redact_content};
 use crate::room_version::{EventFormat, RoomVersion};
 
-fn object_without(event: &Value, drop: &[&str]) -> Result<Value> {
-    let Value::Object(obj) = event else {
-        return Err(Error::bad_json("(root)", "a PDU must be a JSON object"));
-    };
-    let mut obj = obj.clone();
-    for k in drop {
-        obj.remove(*k);
-    }
-    Ok(Value::Object(obj))
+fn as_object(event: &Value) -> Result<&Map<String, Value>> {
+    event.as_object().ok_or_else(|| Error::bad_json("(root)", "a PDU must be a JSON object"))
+}
+
+fn sha256_of_object<'a>(entries: impl IntoIterator<Item = (&'a str, &'a Value)>) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    write_object(&mut hasher, entries).expect("hashing cannot fail");
+    hasher.finalize().into()
 }
 
 /// The raw sha256 content hash.
 pub fn content_hash_bytes(event: &Value) -> Result<[u8; 32]> {
-    let stripped = object_without(event, &["unsigned", "signatures", "hashes"])?;
-    Ok(Sha256::digest(to_canonical_bytes(&stripped)?).into())
+    let obj = as_object(event)?;
+    check_numbers(event, "", false)?;
+    Ok(sha256_of_object(
+        obj.iter().filter(|(k, _)| !matches!(k.as_str(), "unsigned" | "signatures" | "hashes")).map(|(k, v)| (k.as_str(), v)),
+    ))
 }
 
 /// The content hash as it appears in `hashes.sha256`: unpadded standard base64.
@@ -48,11 +50,25 @@ pub fn content_hash_matches(event: &Value) -> Result<bool> {
     Ok(claimed == content_hash(event)?)
 }
 
-/// The raw sha256 reference hash of `event` in room version `rv`.
+/// The raw sha256 reference hash of `event` in room version `rv`: the redacted event without
+/// `signatures`, `unsigned` (and the legacy `age_ts`), hashed without building a copy of it.
 pub fn reference_hash_bytes(event: &Value, rv: &RoomVersion) -> Result<[u8; 32]> {
-    let redacted = redact(event, rv);
-    let stripped = object_without(&redacted, &["signatures", "unsigned", "age_ts"])?;
-    Ok(Sha256::digest(to_canonical_bytes(&stripped)?).into())
+    let obj = as_object(event)?;
+    check_numbers(event, "", false)?;
+    let event_type = obj.get("type").and_then(Value::as_str).unwrap_or("");
+    let content = match obj.get("content") {
+        Some(Value::Object(c)) => Value::Object(redact_content(event_type, c, rv)),
+        _ => Value::Object(Map::new()),
+    };
+    let keep = kept_top_level_keys(rv);
+    let mut entries: Vec<(&str, &Value)> = obj
+        .iter()
+        .filter(|(k, _)| keep.contains(&k.as_str()) && !matches!(k.as_str(), "signatures" | "content"))
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    entries.push(("content", &content));
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    Ok(sha256_of_object(entries))
 }
 
 /// The event ID of `event` in room version `rv`: the given `event_id` for v1/v2, the reference
@@ -128,6 +144,31 @@ mod tests {
             }
         }
         panic!("no hash with + or / in 64 tries");
+    }
+
+    /// The streaming reference hash equals the definition: sha256 of the canonical JSON of the
+    /// redacted event without signatures and unsigned.
+    #[test]
+    fn reference_hash_matches_its_definition() {
+        use crate::canonical_json::to_canonical_bytes;
+        use crate::redaction::redact;
+        let events = [
+            json!({"type": "m.room.member", "state_key": "@a:x", "content": {"membership": "join", "displayname": "A"},
+                   "signatures": {"x": {"k": "s"}}, "unsigned": {"age": 1}, "origin": "x", "age_ts": 5, "zzz": 1}),
+            json!({"type": "m.room.message", "sender": "@a:x"}),
+            json!({"type": "m.room.create", "content": {"creator": "@a:x", "room_version": "11"}, "prev_state": []}),
+        ];
+        for ev in &events {
+            for rv in crate::room_version::ALL {
+                let mut redacted = redact(ev, &rv);
+                let obj = redacted.as_object_mut().unwrap();
+                obj.remove("signatures");
+                obj.remove("unsigned");
+                obj.remove("age_ts");
+                let expected: [u8; 32] = Sha256::digest(to_canonical_bytes(&redacted).unwrap()).into();
+                assert_eq!(reference_hash_bytes(ev, &rv).unwrap(), expected, "room version {}", rv.id);
+            }
+        }
     }
 
     #[test]

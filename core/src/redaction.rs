@@ -18,12 +18,20 @@ const TOP_LEVEL_KEYS_V11: &[&str] = &[
     "depth", "prev_events", "auth_events", "origin_server_ts",
 ];
 
+/// The top-level keys that survive redaction in `rv`.
+pub fn kept_top_level_keys(rv: &RoomVersion) -> &'static [&'static str] {
+    if rv.updated_redaction_rules {
+        TOP_LEVEL_KEYS_V11
+    } else {
+        TOP_LEVEL_KEYS_V1
+    }
+}
+
 /// Returns the redacted copy of `event` (a PDU or client event object). Anything that is not a
 /// JSON object is returned unchanged: the caller validates shape.
 pub fn redact(event: &Value, rv: &RoomVersion) -> Value {
     let Value::Object(obj) = event else { return event.clone() };
-    let keep: &[&str] =
-        if rv.updated_redaction_rules { TOP_LEVEL_KEYS_V11 } else { TOP_LEVEL_KEYS_V1 };
+    let keep = kept_top_level_keys(rv);
     let mut out = Map::new();
     for (k, v) in obj {
         if keep.contains(&k.as_str()) {

@@ -109,17 +109,21 @@ pub fn split(json: &Value, rv: &RoomVersion) -> Result<StoredForm> {
     let pdu = Pdu::from_json(json, rv)?;
     let content_hash_ok = content_hash_matches(json)?;
     // Spec: an event whose content hash does not match is redacted before it is processed further.
-    let kept = if content_hash_ok { json.clone() } else { redact(json, rv) };
-    let Value::Object(obj) = &kept else { unreachable!("Pdu::from_json accepted a non-object") };
+    let redacted;
+    let kept = if content_hash_ok {
+        json
+    } else {
+        redacted = redact(json, rv);
+        &redacted
+    };
+    let Value::Object(obj) = kept else { unreachable!("Pdu::from_json accepted a non-object") };
     let room_id_implied = !obj.contains_key("room_id");
 
-    let mut rest: Map<String, Value> = obj.clone();
-    for k in COLUMN_KEYS {
-        rest.remove(*k);
-    }
-    if rv.event_format == EventFormat::V1 {
-        rest.remove("event_id");
-    }
+    let rest: Map<String, Value> = obj
+        .iter()
+        .filter(|(k, _)| !COLUMN_KEYS.contains(&k.as_str()) && !(rv.event_format == EventFormat::V1 && k.as_str() == "event_id"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
 
     let mut edges = Vec::with_capacity(pdu.prev_events.len() + pdu.auth_events.len());
     for (kind, key) in [(EdgeKind::Prev, "prev_events"), (EdgeKind::Auth, "auth_events")] {

@@ -95,3 +95,4 @@ FROM roomserver.ingest_event(:'tampered') AS r \gset
 \echo content_hash_ok: :content_hash_ok
 SELECT roomserver.pdu(:'tampered_id') ->> 'content' AS stored_content;
 SELECT event_nid, type, content_hash_ok FROM roomserver.events WHERE NOT content_hash_ok;
+SELECT count(*) AS integrity_problems FROM roomserver.check_integrity();
