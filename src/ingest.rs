@@ -90,26 +90,22 @@ const INSERT_EVENTS: Statement = Statement {
     args: &[INT8_ARRAY, TEXT_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, BOOL_ARRAY, BOOL_ARRAY, TEXT_ARRAY],
     mutating: true,
 };
-const EXISTING_EVENTS: Statement = Statement {
-    name: "ingest.existing_events",
-    sql: "SELECT u.id, u.r, e.event_nid
-          FROM unnest($1::text[], $2::bigint[]) AS u(id, r)
-          CROSS JOIN LATERAL (SELECT s.event_nid FROM roomserver.stored_events s
-                              WHERE s.event_id = u.id AND s.room_nid = u.r LIMIT 1) AS e",
+// Stored events by ID: duplicates of the batch, and the targets of its references that are not
+// in the batch itself (few: the auth events every event shares, the events it follows).
+const FIND_EVENTS: Statement = Statement {
+    name: "ingest.find_events",
+    sql: "SELECT s.event_id, s.room_nid, s.event_nid FROM roomserver.stored_events s
+          WHERE s.event_id = ANY ($1) AND s.room_nid = ANY ($2)",
     args: &[TEXT_ARRAY, INT8_ARRAY],
     mutating: false,
 };
-// References to events already stored (in this batch or before) are resolved to NIDs at once.
-// The LIMIT 1 keeps the lookup a per-reference index probe: as a plain join the planner hashes
-// the whole room's events (seen: a sequential scan of stored_events for every batch).
 const INSERT_EDGES: Statement = Statement {
     name: "ingest.insert_edges",
     sql: "INSERT INTO roomserver.event_edges (room_nid, event_nid, kind, position, target_nid, target_event_id, ref_hashes)
-          SELECT u.r, u.e, u.k::\"char\", u.p, t.event_nid, CASE WHEN t.event_nid IS NULL THEN u.tid END, u.h::jsonb
-          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int2[], $5::text[], $6::text[]) AS u(r, e, k, p, tid, h)
-          LEFT JOIN LATERAL (SELECT s.event_nid FROM roomserver.stored_events s
-                             WHERE s.event_id = u.tid AND s.room_nid = u.r LIMIT 1) AS t ON true",
-    args: &[INT8_ARRAY, INT8_ARRAY, TEXT_ARRAY, INT2_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
+          SELECT u.r, u.e, u.k::\"char\", u.p, u.t, u.tid, u.h::jsonb
+          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::int2[], $5::bigint[], $6::text[], $7::text[])
+               AS u(r, e, k, p, t, tid, h)",
+    args: &[INT8_ARRAY, INT8_ARRAY, TEXT_ARRAY, INT2_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
     mutating: true,
 };
 // Earlier events that referenced the new ones before they were known.
@@ -286,13 +282,23 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
         );
         let mut nids = inserted.clone();
         if inserted.len() < n {
-            let existing = execute(client, &EXISTING_EVENTS, &[c_id.clone().into(), c_room.clone().into()], |t| read_event_nids(t));
-            nids.extend(existing);
+            nids.extend(find_events(client, c_id.clone(), c_room.clone()));
         }
 
-        // 6. Edges of the new events, then earlier references to them.
-        let (mut e_room, mut e_event, mut e_kind, mut e_pos, mut e_target, mut e_hashes) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // 6. Edges of the new events, then earlier references to them. Targets in the batch are
+        //    known here; the others are looked up once each.
+        let mut outside: Vec<String> = Vec::new();
+        for f in &fresh {
+            let r = rooms[&f.pdu.room_id];
+            if inserted.contains_key(&(f.pdu.event_id.clone(), r)) {
+                outside.extend(f.edges.iter().filter(|e| !nids.contains_key(&(e.target_event_id.clone(), r))).map(|e| e.target_event_id.clone()));
+            }
+        }
+        outside.sort();
+        outside.dedup();
+        let targets = if outside.is_empty() { HashMap::new() } else { find_events(client, outside, room_nids_vec(&rooms)) };
+        let (mut e_room, mut e_event, mut e_kind, mut e_pos, mut e_target, mut e_target_id, mut e_hashes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut new_room, mut new_id, mut new_nid) = (Vec::new(), Vec::new(), Vec::new());
         for f in &fresh {
             let r = rooms[&f.pdu.room_id];
@@ -301,11 +307,14 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
             new_id.push(f.pdu.event_id.clone());
             new_nid.push(nid);
             for edge in &f.edges {
+                let key = (edge.target_event_id.clone(), r);
+                let target = nids.get(&key).or_else(|| targets.get(&key)).copied();
                 e_room.push(r);
                 e_event.push(nid);
                 e_kind.push(edge.kind.code().to_owned());
                 e_pos.push(edge.position);
-                e_target.push(edge.target_event_id.clone());
+                e_target.push(target);
+                e_target_id.push(if target.is_none() { Some(edge.target_event_id.clone()) } else { None });
                 e_hashes.push(edge.ref_hashes.as_ref().map(Value::to_string));
             }
         }
@@ -313,7 +322,7 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
             execute(
                 client,
                 &INSERT_EDGES,
-                &[e_room.into(), e_event.into(), e_kind.into(), e_pos.into(), e_target.into(), e_hashes.into()],
+                &[e_room.into(), e_event.into(), e_kind.into(), e_pos.into(), e_target.into(), e_target_id.into(), e_hashes.into()],
                 |_| (),
             );
         }
@@ -339,6 +348,14 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
             })
             .collect()
     })
+}
+
+fn room_nids_vec(rooms: &HashMap<String, i64>) -> Vec<i64> {
+    rooms.values().copied().collect()
+}
+
+fn find_events(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids: Vec<i64>) -> HashMap<(String, i64), i64> {
+    execute(client, &FIND_EVENTS, &[ids.into(), room_nids.into()], read_event_nids)
 }
 
 fn read_event_nids(t: pgrx::spi::SpiTupleTable<'_>) -> HashMap<(String, i64), i64> {
