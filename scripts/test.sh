@@ -20,6 +20,8 @@ cargo test --workspace --exclude pg_roomserver
 
 log "tier 2/3: cargo pgrx test pg15"
 if [ "$(id -u)" = 0 ]; then
+    # pgrx creates PGDATA below this directory as the postgres user.
+    mkdir -p "$WORK/pgrx-data" && chown postgres: "$WORK/pgrx-data"
     cargo pgrx test pg15 --runas postgres --pgdata "$WORK/pgrx-data"
 else
     cargo pgrx test pg15
