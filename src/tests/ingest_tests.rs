@@ -126,4 +126,79 @@ mod tests {
         let rn = Spi::get_one::<i64>("SELECT roomserver.room_nid('!t:x')").unwrap().unwrap();
         assert_eq!(Spi::get_one_with_args::<String>("SELECT roomserver.state_key($1, $2)", &[rn.into(), a.into()]), Ok(Some("@a:x".into())));
     }
+
+    /// Room versions 1 and 2: server-assigned event IDs and [event_id, hashes] references.
+    #[pg_test]
+    fn v1_rooms_keep_event_ids_and_reference_hashes() {
+        let create = ev(json!({"type": "m.room.create", "state_key": "", "room_id": "!old:x", "sender": "@a:x",
+            "event_id": "$create:x", "content": {"creator": "@a:x"}, "depth": 1, "origin_server_ts": 1,
+            "origin": "x", "prev_events": [], "auth_events": [], "prev_state": []}));
+        let msg = ev(json!({"type": "m.room.message", "room_id": "!old:x", "sender": "@a:x", "event_id": "$msg:x",
+            "content": {"body": "hi"}, "depth": 2, "origin_server_ts": 2, "origin": "x",
+            "prev_events": [["$create:x", {"sha256": "abc"}]], "auth_events": [["$create:x", {"sha256": "abc"}]]}));
+        assert_eq!(ingest(&create, None)["event_id"], json!("$create:x"));
+        assert_eq!(ingest(&msg, None)["event_id"], json!("$msg:x"));
+        assert_eq!(Spi::get_one::<String>("SELECT room_version FROM roomserver.rooms WHERE room_id = '!old:x'"), Ok(Some("1".into())));
+        for (id, pdu) in [("$create:x", &create), ("$msg:x", &msg)] {
+            assert_eq!(to_canonical_string(&stored_pdu(id)).unwrap(), to_canonical_string(pdu).unwrap());
+        }
+        let known = Spi::get_one::<i64>("SELECT count(*) FROM roomserver.event_references WHERE event_id = '$msg:x' AND known");
+        assert_eq!(known, Ok(Some(2)));
+    }
+
+    /// Room version 12: the create event has no room_id; the room ID is its hash.
+    #[pg_test]
+    fn v12_room_ids_come_from_the_create_event() {
+        let create = ev(json!({"type": "m.room.create", "state_key": "", "sender": "@a:x",
+            "content": {"room_version": "12"}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": []}));
+        let c = id(&create, "12");
+        let room_id = format!("!{}", &c[1..]);
+        let join = ev(json!({"type": "m.room.member", "state_key": "@a:x", "room_id": room_id, "sender": "@a:x",
+            "content": {"membership": "join"}, "depth": 2, "origin_server_ts": 2, "prev_events": [c], "auth_events": []}));
+        let r = ingest(&create, None);
+        assert_eq!(r["room_id"], json!(room_id));
+        ingest(&join, None);
+        let version = Spi::get_one_with_args::<String>("SELECT room_version FROM roomserver.rooms WHERE room_id = $1", &[room_id.clone().into()]);
+        assert_eq!(version, Ok(Some("12".into())));
+        let back = stored_pdu(&c);
+        assert!(back.get("room_id").is_none());
+        assert_eq!(to_canonical_string(&back).unwrap(), to_canonical_string(&create).unwrap());
+        assert_eq!(to_canonical_string(&stored_pdu(&id(&join, "12"))).unwrap(), to_canonical_string(&join).unwrap());
+    }
+
+    /// Every room version ingests and round-trips a create event and a message.
+    #[pg_test]
+    fn every_room_version_round_trips() {
+        for v in roomserver_core::room_version::ALL {
+            let room = format!("!rv{}:x", v.id);
+            let mut create = json!({"type": "m.room.create", "state_key": "", "room_id": room, "sender": "@a:x",
+                "content": {"creator": "@a:x", "room_version": v.id}, "depth": 1, "origin_server_ts": 1,
+                "prev_events": [], "auth_events": []});
+            if v.room_id_from_create_event {
+                create.as_object_mut().unwrap().remove("room_id");
+            }
+            if !v.event_id_is_hash() {
+                create["event_id"] = json!(format!("$c{}:x", v.id));
+            }
+            let create = ev(create);
+            let r = ingest(&create, None);
+            let room_id = r["room_id"].as_str().unwrap().to_owned();
+            let c = r["event_id"].as_str().unwrap().to_owned();
+            let reference = if v.event_id_is_hash() { json!(c) } else { json!([c, {"sha256": "h"}]) };
+            let mut msg = json!({"type": "m.room.message", "room_id": room_id, "sender": "@a:x",
+                "content": {"body": v.id}, "depth": 2, "origin_server_ts": 2,
+                "prev_events": [reference.clone()], "auth_events": if v.room_id_from_create_event { json!([]) } else { json!([reference]) }});
+            if !v.event_id_is_hash() {
+                msg["event_id"] = json!(format!("$m{}:x", v.id));
+            }
+            let msg = ev(msg);
+            let m = ingest(&msg, None);
+            assert_eq!(m["event_id"], json!(id(&msg, v.id)), "room version {}", v.id);
+            for (eid, pdu) in [(c.as_str(), &create), (m["event_id"].as_str().unwrap(), &msg)] {
+                assert_eq!(to_canonical_string(&stored_pdu(eid)).unwrap(), to_canonical_string(pdu).unwrap(), "room version {}", v.id);
+            }
+        }
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM roomserver.check_integrity()"), Ok(Some(0)));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM roomserver.event_references WHERE NOT known"), Ok(Some(0)));
+    }
 }
