@@ -7,6 +7,7 @@ pub mod event;
 pub mod hashes;
 pub mod redaction;
 pub mod room_version;
+pub mod state_blocks;
 pub mod stored_form;
 
 pub use error::{Error, ErrorKind, Result};
