@@ -1,5 +1,9 @@
 -- NID assignment and lookup.
 --
+-- The statements here are written so that any plan the planner picks probes indexes per string
+-- (OFFSET 0 keeps NOT EXISTS a per-row probe instead of an anti-join over the whole table;
+-- `= ANY` on an index's leading column): they run with generic plans inside ingest.
+--
 -- Assignment is safe under concurrency at READ COMMITTED (the default): INSERT .. ON CONFLICT DO
 -- NOTHING waits for a concurrent session inserting the same string and then skips it; the SELECT
 -- that follows is a new statement whose snapshot sees that session's committed row. So sessions
@@ -19,7 +23,7 @@ BEGIN
     INSERT INTO roomserver.event_types AS t (event_type)
     SELECT DISTINCT u.s FROM unnest(event_types) AS u(s)
     WHERE u.s IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM roomserver.event_types x WHERE x.event_type = u.s)
+      AND NOT EXISTS (SELECT 1 FROM roomserver.event_types x WHERE x.event_type = u.s OFFSET 0)
     ON CONFLICT ON CONSTRAINT event_types_event_type_key DO NOTHING;
 
     SELECT count(DISTINCT u.s) INTO wanted FROM unnest(event_types) AS u(s) WHERE u.s IS NOT NULL;
@@ -49,14 +53,16 @@ BEGIN
     INSERT INTO roomserver.event_state_keys AS k (room_nid, state_key)
     SELECT DISTINCT u.r, u.s FROM unnest(room_nids, state_keys) AS u(r, s)
     WHERE u.s IS NOT NULL AND u.s <> ''
-      AND NOT EXISTS (SELECT 1 FROM roomserver.event_state_keys x WHERE x.room_nid = u.r AND x.state_key = u.s)
+      AND NOT EXISTS (SELECT 1 FROM roomserver.event_state_keys x WHERE x.state_key = u.s AND x.room_nid = u.r OFFSET 0)
     ON CONFLICT ON CONSTRAINT event_state_keys_room_state_key_key DO NOTHING;
 
     SELECT count(*) INTO wanted FROM (SELECT DISTINCT u.r, u.s FROM unnest(room_nids, state_keys) AS u(r, s) WHERE u.s IS NOT NULL) d;
     RETURN QUERY
         SELECT k.room_nid, k.state_key, k.state_key_nid
         FROM (SELECT DISTINCT u.r, u.s FROM unnest(room_nids, state_keys) AS u(r, s) WHERE u.s IS NOT NULL) d
-        JOIN roomserver.event_state_keys k ON k.room_nid = d.r AND k.state_key = d.s;
+        JOIN (SELECT x.room_nid, x.state_key, x.state_key_nid FROM roomserver.event_state_keys x
+              WHERE x.state_key = ANY (state_keys) AND x.room_nid = ANY (room_nids)) k
+          ON k.room_nid = d.r AND k.state_key = d.s;
     GET DIAGNOSTICS got = ROW_COUNT;
     IF got < wanted THEN
         RAISE EXCEPTION 'state key NIDs were assigned concurrently and are not visible to this snapshot'
@@ -79,7 +85,7 @@ BEGIN
     WITH inserted AS (
         INSERT INTO roomserver.rooms AS r (room_id, room_version)
         SELECT DISTINCT ON (u.i) u.i, u.v FROM unnest(room_ids, room_versions) AS u(i, v)
-        WHERE NOT EXISTS (SELECT 1 FROM roomserver.rooms x WHERE x.room_id = u.i)
+        WHERE NOT EXISTS (SELECT 1 FROM roomserver.rooms x WHERE x.room_id = u.i OFFSET 0)
         ON CONFLICT ON CONSTRAINT rooms_room_id_key DO NOTHING
         RETURNING r.room_nid
     )

@@ -33,6 +33,10 @@ fn ingest_events(pdus: Option<JsonB>, room_version: default!(Option<&str>, "NULL
     SetOfIterator::new(ingest(items, room_version, "ingest_events").into_iter().map(JsonB))
 }
 
+// Room conditions are written `room_nid + 0 = ANY (..)` throughout: as plain `room_nid = ANY`
+// the planner may AND in a bitmap of the room's whole primary key, which reads every event of the
+// room on every call (seen in a profile: 80% of single-event ingest in a 70,000-event room).
+//
 // Every NID the batch needs that already exists, in one round trip: the steady state (known
 // room, types and senders) needs no other lookup.
 const LOOKUP: Statement = Statement {
@@ -44,7 +48,7 @@ const LOOKUP: Statement = Statement {
           SELECT 'k', k.state_key, k.state_key_nid, k.room_nid::text
           FROM roomserver.event_state_keys k
           WHERE k.state_key = ANY ($3)
-            AND k.room_nid = ANY (ARRAY(SELECT r.room_nid FROM roomserver.rooms r WHERE r.room_id = ANY ($1)))",
+            AND k.room_nid + 0 = ANY (ARRAY(SELECT r.room_nid FROM roomserver.rooms r WHERE r.room_id = ANY ($1)))",
     args: &[TEXT_ARRAY, TEXT_ARRAY, TEXT_ARRAY],
     mutating: false,
 };
@@ -95,7 +99,7 @@ const INSERT_EVENTS: Statement = Statement {
 const FIND_EVENTS: Statement = Statement {
     name: "ingest.find_events",
     sql: "SELECT s.event_id, s.room_nid, s.event_nid FROM roomserver.stored_events s
-          WHERE s.event_id = ANY ($1) AND s.room_nid = ANY ($2)",
+          WHERE s.event_id = ANY ($1) AND s.room_nid + 0 = ANY ($2)",
     args: &[TEXT_ARRAY, INT8_ARRAY],
     mutating: false,
 };

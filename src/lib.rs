@@ -17,6 +17,7 @@ extension_sql_file!("../sql/01_nids.sql", name = "nids", bootstrap);
 extension_sql_file!("../sql/02_events.sql", name = "events", requires = ["nids"]);
 extension_sql_file!("../sql/03_nid_functions.sql", name = "nid_functions", requires = ["events"]);
 extension_sql_file!("../sql/04_event_reads.sql", name = "event_reads", requires = ["nid_functions"]);
+extension_sql_file!("../sql/05_finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
