@@ -11,6 +11,20 @@
 -- Under REPEATABLE READ or SERIALIZABLE the row may be invisible: that raises 40001
 -- (serialization_failure), which the caller retries.
 
+-- Under READ COMMITTED every row asked for is visible after the INSERT .. ON CONFLICT; fewer means
+-- a concurrent session's row is invisible to this snapshot (REPEATABLE READ or SERIALIZABLE).
+CREATE FUNCTION roomserver.raise_if_invisible(what text, wanted bigint, got bigint) RETURNS void
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF got < wanted THEN
+        RAISE EXCEPTION '% were assigned concurrently and are not visible to this snapshot', what
+            USING ERRCODE = 'serialization_failure', HINT = 'retry the transaction';
+    END IF;
+END
+$$;
+
 CREATE FUNCTION roomserver.assign_event_type_nids(event_types text[])
 RETURNS TABLE (event_type text, event_type_nid bigint)
 LANGUAGE plpgsql VOLATILE STRICT
@@ -29,10 +43,7 @@ BEGIN
     SELECT count(DISTINCT u.s) INTO wanted FROM unnest(event_types) AS u(s) WHERE u.s IS NOT NULL;
     RETURN QUERY SELECT t.event_type, t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = ANY (event_types);
     GET DIAGNOSTICS got = ROW_COUNT;
-    IF got < wanted THEN
-        RAISE EXCEPTION 'event type NIDs were assigned concurrently and are not visible to this snapshot'
-            USING ERRCODE = 'serialization_failure', HINT = 'retry the transaction';
-    END IF;
+    PERFORM roomserver.raise_if_invisible('event type NIDs', wanted, got);
 END
 $$;
 COMMENT ON FUNCTION roomserver.assign_event_type_nids(text[]) IS 'Returns the NID of each event type, assigning new NIDs to unseen types (concurrency-safe).';
@@ -64,10 +75,7 @@ BEGIN
               WHERE x.state_key = ANY (state_keys) AND x.room_nid = ANY (room_nids)) k
           ON k.room_nid = d.r AND k.state_key = d.s;
     GET DIAGNOSTICS got = ROW_COUNT;
-    IF got < wanted THEN
-        RAISE EXCEPTION 'state key NIDs were assigned concurrently and are not visible to this snapshot'
-            USING ERRCODE = 'serialization_failure', HINT = 'retry the transaction';
-    END IF;
+    PERFORM roomserver.raise_if_invisible('state key NIDs', wanted, got);
 END
 $$;
 COMMENT ON FUNCTION roomserver.assign_state_key_nids(bigint[], text[]) IS 'Returns the NID of each (room, state key), assigning new NIDs to unseen ones (concurrency-safe). The empty state key is NID 1.';
@@ -95,10 +103,7 @@ BEGIN
     SELECT count(DISTINCT u.i) INTO wanted FROM unnest(room_ids) AS u(i);
     RETURN QUERY SELECT r.room_id, r.room_nid, r.room_version FROM roomserver.rooms r WHERE r.room_id = ANY (room_ids);
     GET DIAGNOSTICS got = ROW_COUNT;
-    IF got < wanted THEN
-        RAISE EXCEPTION 'rooms were created concurrently and are not visible to this snapshot'
-            USING ERRCODE = 'serialization_failure', HINT = 'retry the transaction';
-    END IF;
+    PERFORM roomserver.raise_if_invisible('rooms', wanted, got);
 END
 $$;
 
