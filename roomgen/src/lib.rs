@@ -92,6 +92,27 @@ pub fn generate(config: &RoomConfig, sink: impl FnMut(&Value)) -> Result<RoomSum
     generator::Generator::new(config, sink)?.run()
 }
 
+/// How the binary writes a PDU per line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputFormat {
+    /// JSON Lines: compact JSON, one PDU per line.
+    Jsonl,
+    /// PostgreSQL `COPY ... FROM` text format for a single jsonb column: backslash is COPY's
+    /// escape character, so it is doubled. Compact JSON has no raw tab or newline to escape.
+    Copy,
+}
+
+/// One output line (with its trailing newline) for `event`.
+pub fn format_line(event: &Value, format: OutputFormat) -> String {
+    let json = event.to_string();
+    let mut line = match format {
+        OutputFormat::Jsonl => json,
+        OutputFormat::Copy => json.replace('\\', "\\\\"),
+    };
+    line.push('\n');
+    line
+}
+
 /// The whole room in memory (tests, small rooms).
 pub fn generate_vec(config: &RoomConfig) -> Result<(Vec<Value>, RoomSummary)> {
     let mut out = Vec::new();

@@ -3,7 +3,7 @@
 use std::io::{self, BufWriter, Write};
 use std::time::Instant;
 
-use roomgen::{generate, RoomConfig};
+use roomgen::{format_line, generate, OutputFormat, RoomConfig};
 
 const USAGE: &str = "usage: roomgen [--seed N] [--version V] [--members N] [--servers N] [--events N]
                [--fork-every N] [--fork-width N] [--fork-depth N] [--churn F]
@@ -29,7 +29,7 @@ fn parse<T: std::str::FromStr>(flag: &str, value: Option<String>) -> Result<T, S
 fn run() -> Result<(), String> {
     let mut cfg = RoomConfig::default();
     let mut out = "-".to_owned();
-    let mut copy_format = false;
+    let mut format = OutputFormat::Jsonl;
     let mut sample = false;
     let mut quiet = false;
     let mut args = std::env::args().skip(1);
@@ -46,9 +46,9 @@ fn run() -> Result<(), String> {
             "--churn" => cfg.state_churn = parse(&flag, args.next())?,
             "--out" => out = parse(&flag, args.next())?,
             "--format" => {
-                copy_format = match parse::<String>(&flag, args.next())?.as_str() {
-                    "jsonl" => false,
-                    "copy" => true,
+                format = match parse::<String>(&flag, args.next())?.as_str() {
+                    "jsonl" => OutputFormat::Jsonl,
+                    "copy" => OutputFormat::Copy,
                     other => return Err(format!("unknown format {other}")),
                 }
             }
@@ -72,23 +72,13 @@ fn run() -> Result<(), String> {
     let mut writer = BufWriter::with_capacity(1 << 20, writer);
     let started = Instant::now();
     let mut count: usize = 0;
-    let mut line = String::new();
     let mut write_error: Option<io::Error> = None;
     let total = cfg.events;
     let summary = generate(&cfg, |event| {
         if write_error.is_some() {
             return;
         }
-        line.clear();
-        let json = serde_json::to_string(event).unwrap_or_default();
-        if copy_format {
-            // COPY text format: backslash is the escape character. Compact JSON has no raw
-            // newlines or tabs (they are escaped as \n, \t, which the doubling preserves).
-            line.push_str(&json.replace('\\', "\\\\"));
-        } else {
-            line.push_str(&json);
-        }
-        line.push('\n');
+        let line = format_line(event, format);
         if let Err(e) = writer.write_all(line.as_bytes()) {
             write_error = Some(e);
         }
