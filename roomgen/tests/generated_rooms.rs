@@ -286,5 +286,8 @@ fn bad_configs_are_typed_errors() {
     assert!(generate_vec(&RoomConfig { room_version: "13".into(), ..RoomConfig::default() }).is_err());
     assert!(generate_vec(&RoomConfig { members: 1, ..RoomConfig::default() }).is_err());
     assert!(generate_vec(&RoomConfig { servers: 0, ..RoomConfig::default() }).is_err());
+    assert!(generate_vec(&RoomConfig { events: 0, ..RoomConfig::default() }).is_err());
+    // A room smaller than the creation sequence is cut short, not padded.
+    assert_eq!(generate_vec(&RoomConfig { events: 3, ..RoomConfig::default() }).unwrap().0.len(), 3);
     assert!(generate_vec(&RoomConfig { state_churn: 1.5, ..RoomConfig::default() }).is_err());
 }
