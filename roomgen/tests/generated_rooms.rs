@@ -291,3 +291,48 @@ fn bad_configs_are_typed_errors() {
     assert_eq!(generate_vec(&RoomConfig { events: 3, ..RoomConfig::default() }).unwrap().0.len(), 3);
     assert!(generate_vec(&RoomConfig { state_churn: 1.5, ..RoomConfig::default() }).is_err());
 }
+
+/// Without forks the state before each event is the replay of the events before it, so the
+/// auth events can be recomputed independently with the spec's selection rules and compared.
+#[test]
+fn linear_room_auth_events_are_those_of_the_current_state() {
+    for v in ["1", "3", "8", "11", "12"] {
+        let rv = RoomVersion::from_id(v).unwrap();
+        let cfg = RoomConfig { fork_every: 0, state_churn: 0.5, ..config(v, 31, 500) };
+        let (events, summary) = generate_vec(&cfg).unwrap();
+        assert_eq!(summary.forks, 0);
+        let pdus = check_room(&events, &rv);
+        let mut state: HashMap<(String, String), String> = HashMap::new();
+        for (i, p) in pdus.iter().enumerate() {
+            assert!(p.prev_events.len() <= 1, "no fork, so one prev event");
+            let get = |t: &str, k: &str| state.get(&(t.to_owned(), k.to_owned())).cloned();
+            let mut expected: Vec<String> = Vec::new();
+            if i > 0 {
+                let mut wanted = Vec::new();
+                if !rv.room_id_from_create_event {
+                    wanted.push(get("m.room.create", ""));
+                }
+                wanted.push(get("m.room.power_levels", ""));
+                wanted.push(get("m.room.member", &p.sender));
+                if p.event_type == "m.room.member" {
+                    wanted.push(get("m.room.member", p.state_key.as_deref().unwrap()));
+                    if matches!(p.membership(), Some("join" | "invite" | "knock")) {
+                        wanted.push(get("m.room.join_rules", ""));
+                    }
+                }
+                for id in wanted.into_iter().flatten() {
+                    if !expected.contains(&id) {
+                        expected.push(id);
+                    }
+                }
+            }
+            let mut got = p.auth_events.clone();
+            got.sort();
+            expected.sort();
+            assert_eq!(got, expected, "v{v} event {i} ({} {:?})", p.event_type, p.state_key);
+            if let Some((t, k)) = p.state_pair() {
+                state.insert((t.to_owned(), k.to_owned()), p.event_id.clone());
+            }
+        }
+    }
+}
