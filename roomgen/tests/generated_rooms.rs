@@ -336,3 +336,11 @@ fn linear_room_auth_events_are_those_of_the_current_state() {
         }
     }
 }
+
+/// The sample room bundled for the demo is exactly what `roomgen --sample` writes.
+#[test]
+fn bundled_sample_file_is_current() {
+    let (events, _) = generate_vec(&RoomConfig::sample()).unwrap();
+    let bundled = include_str!("../sample/room-v12.jsonl");
+    assert_eq!(lines(&events), bundled, "regenerate with: roomgen --sample --out roomgen/sample/room-v12.jsonl");
+}
