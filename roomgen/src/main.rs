@@ -83,7 +83,7 @@ fn run() -> Result<(), String> {
             write_error = Some(e);
         }
         count += 1;
-        if !quiet && count % 100_000 == 0 {
+        if !quiet && count.is_multiple_of(100_000) {
             let secs = started.elapsed().as_secs_f64();
             eprintln!("roomgen: {count}/{total} events, {:.1}s, {:.0} events/s", secs, count as f64 / secs);
         }
