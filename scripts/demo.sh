@@ -22,10 +22,10 @@ if [ "$KEEP" = 0 ]; then trap stop_cluster EXIT; fi
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -d postgres)
 "${PSQL[@]}" -c "CREATE EXTENSION pg_roomserver"
 
-log "loading the sample room (sample/room.jsonl)"
+log "loading the sample room (roomgen/sample/room-v12.jsonl)"
 "${PSQL[@]}" <<SQL
 CREATE TEMP TABLE sample_pdus (n bigserial, pdu jsonb);
-\copy sample_pdus (pdu) FROM '$REPO/sample/room.jsonl'
+\copy sample_pdus (pdu) FROM '$REPO/roomgen/sample/room-v12.jsonl'
 SELECT count(*) AS ingested,
        count(*) FILTER (WHERE (r->>'content_hash_ok')::boolean) AS hashes_ok
 FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM sample_pdus)) AS r;
