@@ -1,6 +1,7 @@
 //! roomserver-core: the Matrix logic of pg_roomserver in plain Rust, with no PostgreSQL types.
 //! The extension (`src/` at the repository root) only adapts these functions to SQL.
 
+pub mod auth;
 pub mod canonical_json;
 pub mod error;
 pub mod event;
