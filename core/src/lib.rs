@@ -2,12 +2,14 @@
 //! The extension (`src/` at the repository root) only adapts these functions to SQL.
 
 pub mod auth;
+pub mod auth_chain;
 pub mod canonical_json;
 pub mod error;
 pub mod event;
 pub mod hashes;
 pub mod redaction;
 pub mod room_version;
+pub mod state_res;
 pub mod state_blocks;
 pub mod stored_form;
 
