@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
+mod auth_functions;
 mod errors;
 mod ingest;
 mod json_functions;
