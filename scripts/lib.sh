@@ -37,6 +37,19 @@ ensure_prerequisites() {
     fi
 }
 
+# A Python virtualenv with Synapse, the independent implementation the differential tests and
+# test vectors compare against. Kept under target/ so later runs reuse it.
+SYNAPSE_VERSION=1.163.2
+SYNAPSE_VENV="$REPO/target/synapse-venv"
+ensure_synapse() {
+    if ! "$SYNAPSE_VENV/bin/python" -c "import synapse, sys; sys.exit(synapse.__version__ != '$SYNAPSE_VERSION')" 2>/dev/null; then
+        log "installing matrix-synapse==$SYNAPSE_VERSION into $SYNAPSE_VENV"
+        rm -rf "$SYNAPSE_VENV"
+        python3 -m venv "$SYNAPSE_VENV"
+        "$SYNAPSE_VENV/bin/pip" install -q "matrix-synapse==$SYNAPSE_VERSION"
+    fi
+}
+
 # Runs a command as the OS user that owns the cluster: postgres when we are root (initdb
 # refuses root), else ourselves.
 as_cluster_user() {

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test tier and exits non-zero on any failure:
-#   1. cargo test        — the pure core (roomserver-core) and the room generator
+#   1. cargo test        — the pure core (roomserver-core) and the room generator, and the
+#                          differential test of state resolution against Synapse from PyPI
 #   2. cargo pgrx test   — #[pg_test]s inside PostgreSQL 15
 #   3. pg_regress        — tests/pg_regress/sql vs expected, the SQL surface as a DBA types it,
 #                          plus the concurrency test of NID assignment (several sessions at once)
@@ -17,6 +18,10 @@ trap cleanup EXIT
 
 log "tier 1/3: cargo test (pure core, room generator)"
 cargo test --workspace --exclude pg_roomserver
+
+log "tier 1/3: differential test of state resolution against Synapse (PyPI)"
+ensure_synapse
+SYNAPSE_PYTHON="$SYNAPSE_VENV/bin/python" cargo test --release -p differential -- --ignored --nocapture
 
 log "tier 2/3: cargo pgrx test pg15"
 if [ "$(id -u)" = 0 ]; then
