@@ -23,19 +23,27 @@ fn is_power_event(ev: &Pdu) -> bool {
 }
 
 pub(super) fn resolve(rv: &RoomVersion, sets: &[StateMap<String>], store: &dyn EventStore, v2_1: bool) -> Result<StateMap<String>> {
-    // Unconflicted state map and conflicted state set.
-    let mut unconflicted: StateMap<String> = StateMap::new();
+    // Unconflicted state map and conflicted state set: a key is unconflicted when every set
+    // has it with the same event. Keys of the first set, then keys only later sets have.
+    let mut unconflicted: StateMap<String> = StateMap::with_capacity(sets[0].len());
     let mut conflicted_ids: Vec<&str> = Vec::new();
-    let mut keys: Vec<&(String, String)> = sets.iter().flat_map(|s| s.keys()).collect();
-    keys.sort();
-    keys.dedup();
-    for key in keys {
-        let values: Vec<Option<&String>> = sets.iter().map(|s| s.get(key)).collect();
-        let first = values[0];
-        if first.is_some() && values.iter().all(|v| *v == first) {
-            unconflicted.insert(key.clone(), first.cloned().unwrap_or_default());
+    for (key, first) in &sets[0] {
+        if sets[1..].iter().all(|s| s.get(key) == Some(first)) {
+            unconflicted.insert(key.clone(), first.clone());
         } else {
-            conflicted_ids.extend(values.into_iter().flatten().map(String::as_str));
+            conflicted_ids.push(first);
+            conflicted_ids.extend(sets[1..].iter().filter_map(|s| s.get(key)).map(String::as_str));
+        }
+    }
+    for (i, set) in sets.iter().enumerate().skip(1) {
+        for key in set.keys() {
+            if !sets[0].contains_key(key) {
+                // Absent from the first set, so conflicted: collect it once, from the first
+                // later set that has the key.
+                if sets[1..i].iter().all(|s| !s.contains_key(key)) {
+                    conflicted_ids.extend(sets[i..].iter().filter_map(|s| s.get(key)).map(String::as_str));
+                }
+            }
         }
     }
     conflicted_ids.sort_unstable();
