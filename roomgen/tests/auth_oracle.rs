@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+mod common;
+
 use roomgen::{generate_vec, RoomConfig};
 use roomserver_core::{Pdu, RoomVersion};
 use serde_json::Value;
@@ -230,26 +232,11 @@ fn check(e: &Pdu, all: &HashMap<&str, &Pdu>, create: &Pdu, rv: RoomVersion) -> R
 
 #[test]
 fn every_generated_event_passes_the_auth_rules_against_its_auth_events() {
-    for rv in roomserver_core::room_version::ALL {
-        for seed in [1, 2] {
-            let cfg = RoomConfig {
-                seed,
-                room_version: rv.id.to_owned(),
-                members: 30,
-                servers: 3,
-                events: 600,
-                fork_every: 10,
-                fork_width: 3,
-                fork_depth: 5,
-                state_churn: 0.5,
-            };
-            let (events, _) = generate_vec(&cfg).unwrap();
-            let pdus: Vec<Pdu> = events.iter().map(|e| Pdu::from_json(e, &rv).unwrap()).collect();
-            let all: HashMap<&str, &Pdu> = pdus.iter().map(|p| (p.event_id.as_str(), p)).collect();
-            for (i, p) in pdus.iter().enumerate() {
-                if let Err(why) = check(p, &all, &pdus[0], rv) {
-                    panic!("v{} seed {seed} event {i} ({} {:?} by {}): {why}", rv.id, p.event_type, p.state_key, p.sender);
-                }
+    for (rv, seed, pdus) in common::forked_rooms(&[1, 2]) {
+        let all: HashMap<&str, &Pdu> = pdus.iter().map(|p| (p.event_id.as_str(), p)).collect();
+        for (i, p) in pdus.iter().enumerate() {
+            if let Err(why) = check(p, &all, &pdus[0], rv) {
+                panic!("v{} seed {seed} event {i} ({} {:?} by {}): {why}", rv.id, p.event_type, p.state_key, p.sender);
             }
         }
     }
