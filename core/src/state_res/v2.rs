@@ -127,12 +127,16 @@ pub(super) fn resolve(rv: &RoomVersion, sets: &[StateMap<String>], store: &dyn E
     Ok(partial)
 }
 
-/// The power level of an event's sender, from the event's own auth events.
-fn sender_power(rv: &RoomVersion, g: &AuthGraph, store: &dyn EventStore, m: usize) -> i64 {
+/// The power level of an event's sender, from the event's own auth events (from room version 12
+/// the create event is not among them: it is found by the room ID, and is in the graph because
+/// every state set holds it).
+fn sender_power(rv: &RoomVersion, g: &AuthGraph, m: usize) -> i64 {
     let ev = g.events[m];
     let create: Option<&Pdu> = match g.create_auth(m) {
         Some(c) => Some(g.events[c]),
-        None if rv.room_id_from_create_event => store.event(&format!("${}", ev.room_id.get(1..).unwrap_or(""))),
+        None if rv.room_id_from_create_event => {
+            g.index.get(format!("${}", ev.room_id.get(1..).unwrap_or("")).as_str()).map(|&c| g.events[c])
+        }
         None => None,
     };
     let pl = g.power_levels_auth(m).map(|p| &g.events[p].content);
@@ -154,11 +158,9 @@ fn reverse_topological_power_order(rv: &RoomVersion, g: &AuthGraph, members: &[b
             }
         }
     }
-    // The store only matters for v12 create lookups, which the graph holds as auth events of
-    // everything but the create event itself; fall back to the graph.
     let key = |m: usize| {
         let ev = g.events[m];
-        (Reverse(sender_power_in_graph(rv, g, m)), ev.origin_server_ts, ev.event_id.as_str())
+        (Reverse(sender_power(rv, g, m)), ev.origin_server_ts, ev.event_id.as_str())
     };
     let mut ready: BinaryHeap<Reverse<((Reverse<i64>, i64, &str), usize)>> =
         (0..n).filter(|&m| members[m] && pending[m] == 0).map(|m| Reverse((key(m), m))).collect();
@@ -173,18 +175,6 @@ fn reverse_topological_power_order(rv: &RoomVersion, g: &AuthGraph, members: &[b
         }
     }
     out
-}
-
-/// `sender_power` without a store: from room version 12 the create event is found in the graph
-/// by the room ID.
-fn sender_power_in_graph(rv: &RoomVersion, g: &AuthGraph, m: usize) -> i64 {
-    struct GraphStore<'g, 'a>(&'g AuthGraph<'a>);
-    impl EventStore for GraphStore<'_, '_> {
-        fn event(&self, id: &str) -> Option<&Pdu> {
-            self.0.index.get(id).map(|&n| self.0.events[n])
-        }
-    }
-    sender_power(rv, g, &GraphStore(g), m)
 }
 
 /// Applies `order` to `state`, keeping each event that passes the auth rules against its auth
