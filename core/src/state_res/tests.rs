@@ -145,16 +145,22 @@ fn offtopic_power_levels() {
     assert_state_has(&state, &["PC"], &["PA", "PB"]);
 }
 
-#[test]
-fn topic_basic() {
-    let state = run("2", vec![
+/// Alice sets topics and power levels (demoting Bob in PA2) while Bob, on another branch,
+/// re-asserts his level (PB) and sets a topic (T3).
+fn topic_war() -> Vec<Spec> {
+    vec![
         ("T1", ALICE, "m.room.topic", Some(""), json!({})),
         ("PA1", ALICE, "m.room.power_levels", Some(""), json!({"users": {ALICE: 100, BOB: 50}})),
         ("T2", ALICE, "m.room.topic", Some(""), json!({})),
         ("PA2", ALICE, "m.room.power_levels", Some(""), json!({"users": {ALICE: 100, BOB: 0}})),
         ("PB", BOB, "m.room.power_levels", Some(""), json!({"users": {ALICE: 100, BOB: 50}})),
         ("T3", BOB, "m.room.topic", Some(""), json!({})),
-    ], vec![vec!["END", "PA2", "T2", "PA1", "T1", "START"], vec!["END", "T3", "PB", "PA1"]]);
+    ]
+}
+
+#[test]
+fn topic_basic() {
+    let state = run("2", topic_war(), vec![vec!["END", "PA2", "T2", "PA1", "T1", "START"], vec!["END", "T3", "PB", "PA1"]]);
     assert_state_has(&state, &["PA2", "T2"], &["PB", "T3"]);
 }
 
@@ -171,16 +177,10 @@ fn topic_reset_after_a_ban() {
 
 #[test]
 fn topic_through_a_message_merge() {
-    let state = run("2", vec![
-        ("T1", ALICE, "m.room.topic", Some(""), json!({})),
-        ("PA1", ALICE, "m.room.power_levels", Some(""), json!({"users": {ALICE: 100, BOB: 50}})),
-        ("T2", ALICE, "m.room.topic", Some(""), json!({})),
-        ("PA2", ALICE, "m.room.power_levels", Some(""), json!({"users": {ALICE: 100, BOB: 0}})),
-        ("PB", BOB, "m.room.power_levels", Some(""), json!({"users": {ALICE: 100, BOB: 50}})),
-        ("T3", BOB, "m.room.topic", Some(""), json!({})),
-        ("MZ1", ZARA, "m.room.message", None, json!({})),
-        ("T4", ALICE, "m.room.topic", Some(""), json!({})),
-    ], vec![vec!["END", "T4", "MZ1", "PA2", "T2", "PA1", "T1", "START"], vec!["END", "MZ1", "T3", "PB", "PA1"]]);
+    let mut events = topic_war();
+    events.push(("MZ1", ZARA, "m.room.message", None, json!({})));
+    events.push(("T4", ALICE, "m.room.topic", Some(""), json!({})));
+    let state = run("2", events, vec![vec!["END", "T4", "MZ1", "PA2", "T2", "PA1", "T1", "START"], vec!["END", "MZ1", "T3", "PB", "PA1"]]);
     assert_state_has(&state, &["T4", "PA2"], &["T3", "PB"]);
 }
 
