@@ -25,46 +25,47 @@ SELECT pg_temp.sealed(jsonb_build_object('type', 'm.room.join_rules', 'state_key
 SELECT roomserver.event_id_for(:'jr_pdu', '10') AS jr \gset
 SELECT count(*) FROM roomserver.ingest_events(jsonb_build_array(:'create_pdu'::jsonb, :'join_pdu'::jsonb, :'jr_pdu'::jsonb)) \g /dev/null
 
--- Realistic PDUs, each after the previous one (prev_events is the real previous event ID):
--- messages by the creator, then joins of new users spread over 50 servers, with origin,
--- signatures and unsigned as they arrive over federation.
-CREATE TEMP TABLE msg_pdus AS
-WITH RECURSIVE chain (n, pdu, id) AS (
-    SELECT 0, NULL::jsonb, :'jr'::text
-    UNION ALL
-    SELECT c.n + 1, p.pdu, roomserver.event_id_for(p.pdu, '10')
-    FROM chain c, LATERAL (SELECT pg_temp.sealed(jsonb_build_object(
-        'type', 'm.room.message', 'room_id', '!bench:example.org', 'sender', '@alice:example.org',
-        'origin', 'example.org',
-        'content', jsonb_build_object('msgtype', 'm.text', 'body', 'message number ' || c.n || ' with some ordinary chat text in it'),
-        'depth', 4 + c.n, 'origin_server_ts', 1700000000003 + c.n,
-        'prev_events', jsonb_build_array(c.id),
-        'auth_events', jsonb_build_array(:'c', :'j'),
-        'signatures', jsonb_build_object('example.org', jsonb_build_object('ed25519:a_key', encode(sha512(c.n::text::bytea), 'base64'))),
-        'unsigned', jsonb_build_object('age_ts', 1700000000003 + c.n))) AS pdu) p
-    WHERE c.n < :messages
-)
-SELECT n, pdu, id FROM chain WHERE n > 0;
+-- Realistic PDUs, each after the previous one (prev_events is the real previous event ID), with
+-- origin, signatures and unsigned as they arrive over federation. kind 'message': messages by
+-- the creator; kind 'member': joins of new users spread over 50 servers.
+CREATE FUNCTION pg_temp.chain(kind text, count int, start_id text, first_depth bigint, first_ts bigint, auth jsonb)
+RETURNS TABLE (n int, pdu jsonb, id text) LANGUAGE plpgsql AS $$
+DECLARE
+    prev text := start_id;
+    sender text;
+    server text;
+    p jsonb;
+BEGIN
+    FOR i IN 1..count LOOP
+        server := CASE kind WHEN 'member' THEN 'server' || (i % 50) || '.example.org' ELSE 'example.org' END;
+        sender := CASE kind WHEN 'member' THEN '@user' || i || ':' || server ELSE '@alice:example.org' END;
+        p := jsonb_build_object(
+            'type', CASE kind WHEN 'member' THEN 'm.room.member' ELSE 'm.room.message' END,
+            'room_id', '!bench:example.org', 'sender', sender, 'origin', server,
+            'content', CASE kind
+                WHEN 'member' THEN jsonb_build_object('membership', 'join', 'displayname', 'User ' || i)
+                ELSE jsonb_build_object('msgtype', 'm.text', 'body', kind || ' number ' || i || ' with some ordinary chat text in it') END,
+            'depth', first_depth + i, 'origin_server_ts', first_ts + i,
+            'prev_events', jsonb_build_array(prev), 'auth_events', auth,
+            'signatures', jsonb_build_object(server, jsonb_build_object('ed25519:a_key', encode(sha512(i::text::bytea), 'base64'))),
+            'unsigned', jsonb_build_object('age_ts', first_ts + i));
+        IF kind = 'member' THEN
+            p := p || jsonb_build_object('state_key', sender);
+        END IF;
+        p := pg_temp.sealed(p);
+        n := i;
+        pdu := p;
+        id := roomserver.event_id_for(p, '10');
+        prev := id;
+        RETURN NEXT;
+    END LOOP;
+END $$;
 
+CREATE TEMP TABLE msg_pdus AS
+SELECT * FROM pg_temp.chain('message', :messages, :'jr', 3, 1700000000003, jsonb_build_array(:'c', :'j'));
 SELECT id AS last_msg FROM msg_pdus ORDER BY n DESC LIMIT 1 \gset
 CREATE TEMP TABLE member_pdus AS
-WITH RECURSIVE chain (n, pdu, id) AS (
-    SELECT 0, NULL::jsonb, :'last_msg'::text
-    UNION ALL
-    SELECT c.n + 1, p.pdu, roomserver.event_id_for(p.pdu, '10')
-    FROM chain c, LATERAL (SELECT pg_temp.sealed(jsonb_build_object(
-        'type', 'm.room.member', 'state_key', '@user' || c.n || ':server' || (c.n % 50) || '.example.org',
-        'room_id', '!bench:example.org', 'sender', '@user' || c.n || ':server' || (c.n % 50) || '.example.org',
-        'origin', 'server' || (c.n % 50) || '.example.org',
-        'content', jsonb_build_object('membership', 'join', 'displayname', 'User ' || c.n),
-        'depth', 4 + :messages + c.n, 'origin_server_ts', 1700001000000 + c.n,
-        'prev_events', jsonb_build_array(c.id),
-        'auth_events', jsonb_build_array(:'c', :'jr'),
-        'signatures', jsonb_build_object('server' || (c.n % 50) || '.example.org', jsonb_build_object('ed25519:a_key', encode(sha512(c.n::text::bytea), 'base64'))),
-        'unsigned', jsonb_build_object('age_ts', 1700001000000 + c.n))) AS pdu) p
-    WHERE c.n < :members
-)
-SELECT n, pdu, id FROM chain WHERE n > 0;
+SELECT * FROM pg_temp.chain('member', :members, :'last_msg', 3 + :messages, 1700001000000, jsonb_build_array(:'c', :'jr'));
 SELECT id AS last_member FROM member_pdus ORDER BY n DESC LIMIT 1 \gset
 
 -- The source tables are read by n in every step of every method alike.
@@ -109,22 +110,7 @@ SELECT 'm.room.member', 'roomserver.ingest_events, batches of ' || :batch,
 
 -- One call per event, as a front end ingesting live traffic does.
 CREATE TEMP TABLE single_pdus AS
-WITH RECURSIVE chain (n, pdu, id) AS (
-    SELECT 0, NULL::jsonb, :'last_member'::text
-    UNION ALL
-    SELECT c.n + 1, p.pdu, roomserver.event_id_for(p.pdu, '10')
-    FROM chain c, LATERAL (SELECT pg_temp.sealed(jsonb_build_object(
-        'type', 'm.room.message', 'room_id', '!bench:example.org', 'sender', '@alice:example.org',
-        'origin', 'example.org',
-        'content', jsonb_build_object('msgtype', 'm.text', 'body', 'live message ' || c.n || ' with some ordinary chat text in it'),
-        'depth', 4 + :messages + :members + c.n, 'origin_server_ts', 1700002000000 + c.n,
-        'prev_events', jsonb_build_array(c.id),
-        'auth_events', jsonb_build_array(:'c', :'j'),
-        'signatures', jsonb_build_object('example.org', jsonb_build_object('ed25519:a_key', encode(sha512(c.n::text::bytea), 'base64'))),
-        'unsigned', jsonb_build_object('age_ts', 1700002000000 + c.n))) AS pdu) p
-    WHERE c.n < :messages / 5
-)
-SELECT n, pdu, id FROM chain WHERE n > 0;
+SELECT * FROM pg_temp.chain('live message', :messages / 5, :'last_member', 3 + :messages + :members, 1700002000000, jsonb_build_array(:'c', :'j'));
 CREATE INDEX ON single_pdus (n);
 ANALYZE single_pdus;
 TRUNCATE floor_pdus;
