@@ -1,0 +1,132 @@
+//! Admitting an event with its prev events known: the state before it, the checks on receipt,
+//! the state after it.
+
+use super::{resolve_snapshots, apply_change, StateStore, StoredEvent};
+use crate::auth::{auth_events_state, auth_types_for_event, check_on_receipt, ReceiptOutcome, StateMap};
+use crate::error::Result;
+use crate::event::Pdu;
+use crate::room_version::RoomVersion;
+use crate::state_blocks::{Entry, StateHash};
+
+/// What admitting an event decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admission {
+    pub state_before: i64,
+    /// Equal to `state_before` for non-state events and rejected events.
+    pub state_after: i64,
+    /// Why the event was rejected (against its auth events or the state before it).
+    pub rejection: Option<String>,
+    /// Why the event was soft-failed (it fails against the current state of the room).
+    pub soft_failure: Option<String>,
+}
+
+/// Admits `event` (already stored under `event.nid`, or about to be) whose prev events have the
+/// after-states `prev_states`, whose auth events are `auth_nids`, into a room whose current
+/// state is `current` (`None` before the room has any).
+pub fn admit(
+    rv: &RoomVersion,
+    store: &mut dyn StateStore,
+    event: &StoredEvent,
+    prev_states: &[i64],
+    auth_nids: &[i64],
+    current: Option<i64>,
+) -> Result<Admission> {
+    let state_before = if prev_states.is_empty() {
+        store.save_snapshot(&[], Vec::new(), StateHash::default())?
+    } else {
+        resolve_snapshots(rv, store, prev_states)?
+    };
+    let outcome = check(rv, store, event, auth_nids, state_before, current.unwrap_or(state_before))?;
+    let (rejection, soft_failure) = match outcome {
+        ReceiptOutcome::Accepted => (None, None),
+        ReceiptOutcome::Rejected(r) => (Some(r.reason), None),
+        ReceiptOutcome::SoftFailed(r) => (None, Some(r.reason)),
+    };
+    let state_after = match event.key() {
+        Some((t, k)) if rejection.is_none() => {
+            apply_change(store, state_before, vec![Entry { type_nid: t, state_key_nid: k, event_nid: event.nid }])?
+        }
+        _ => state_before,
+    };
+    Ok(Admission { state_before, state_after, rejection, soft_failure })
+}
+
+/// The three checks on receipt.
+fn check(
+    rv: &RoomVersion,
+    store: &mut dyn StateStore,
+    event: &StoredEvent,
+    auth_nids: &[i64],
+    state_before: i64,
+    current: i64,
+) -> Result<ReceiptOutcome> {
+    let auth_state = match auth_state(rv, store, event, auth_nids)? {
+        Ok(s) => s,
+        Err(reason) => return Ok(ReceiptOutcome::Rejected(crate::auth::Rejection::new(reason))),
+    };
+    let wanted = auth_types_for_event(rv, &event.pdu);
+    let before = state_map(store, state_before, &wanted)?;
+    let now = if current == state_before { before.clone() } else { state_map(store, current, &wanted)? };
+    let auth_refs: StateMap<&Pdu> = auth_state.iter().map(|(k, v)| (k.clone(), v)).collect();
+    Ok(check_on_receipt(rv, &event.pdu, &auth_refs, &before, &now))
+}
+
+/// The check of an outlier: against its auth events alone. `Some(reason)` rejects it.
+pub fn check_outlier(rv: &RoomVersion, store: &mut dyn StateStore, event: &StoredEvent, auth_nids: &[i64]) -> Result<Option<String>> {
+    let auth_state = match auth_state(rv, store, event, auth_nids)? {
+        Ok(s) => s,
+        Err(reason) => return Ok(Some(reason)),
+    };
+    let refs: StateMap<&Pdu> = auth_state.iter().map(|(k, v)| (k.clone(), v)).collect();
+    Ok(crate::auth::check_event_auth(rv, &event.pdu, &refs).err().map(|r| format!("against its auth events: {}", r.reason)))
+}
+
+/// The event's auth events as a state map, or why they cannot serve as its auth events.
+fn auth_state(
+    rv: &RoomVersion,
+    store: &mut dyn StateStore,
+    event: &StoredEvent,
+    auth_nids: &[i64],
+) -> Result<std::result::Result<StateMap<Pdu>, String>> {
+    let auth = store.events(auth_nids)?;
+    if let Some(bad) = auth.iter().find(|a| a.rejected) {
+        return Ok(Err(format!("auth event {} was rejected", bad.pdu.event_id)));
+    }
+    // Room version 12 names the create event by the room ID instead of listing it.
+    let is_create = event.pdu.event_type == "m.room.create" && event.pdu.state_key.as_deref() == Some("");
+    let create = if rv.room_id_from_create_event && !is_create {
+        let create_id = format!("${}", event.pdu.room_id.trim_start_matches('!'));
+        match store.event_nid(&create_id)? {
+            Some(n) => store.events(&[n])?.pop(),
+            None => None,
+        }
+    } else {
+        None
+    };
+    let pdus: Vec<&Pdu> = auth.iter().map(|a| &a.pdu).collect();
+    let create_pdu = if is_create { Some(&event.pdu) } else { create.as_ref().map(|c| &c.pdu) };
+    Ok(match auth_events_state(rv, &event.pdu, &pdus, create_pdu) {
+        Ok(map) => Ok(map.into_iter().map(|(k, v)| (k, v.clone())).collect()),
+        Err(r) => Err(format!("against its auth events: {}", r.reason)),
+    })
+}
+
+/// The events of `keys` in a snapshot, as a state map the auth rules can read.
+fn state_map(store: &mut dyn StateStore, snapshot: i64, keys: &[(String, String)]) -> Result<StateMap<Pdu>> {
+    let nids = store.key_nids(keys)?;
+    let known: Vec<((String, String), (i64, i64))> =
+        keys.iter().cloned().zip(nids).filter_map(|(k, n)| n.map(|n| (k, n))).collect();
+    let key_nids: Vec<(i64, i64)> = known.iter().map(|(_, n)| *n).collect();
+    let found = store.lookup(snapshot, &key_nids)?;
+    let ev_nids: Vec<i64> = found.iter().flatten().copied().collect();
+    let events = store.events(&ev_nids)?;
+    let mut out = StateMap::with_capacity(events.len());
+    let mut it = events.iter();
+    for ((key, _), f) in known.into_iter().zip(found) {
+        if f.is_some() {
+            let ev = it.next().expect("one event per found entry");
+            out.insert(key, ev.pdu.clone());
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,175 @@
+//! New snapshots from a change, and state resolution between snapshots.
+//!
+//! Resolution never loads a whole state. Snapshots of one room share their older blocks, so only
+//! keys in the blocks they do not share can differ; those are looked up in every snapshot to find
+//! the conflicted keys. The algorithms then need, besides the conflicted events, only:
+//! - the unconflicted events whose auth chains meet the events in some but not all of the
+//!   conflicted events' chains (`D0` below). An event's auth events are always stored before it,
+//!   so they have smaller NIDs, and such unconflicted events have NIDs of at least `min(D0)`:
+//!   they are found with [`StateStore::entries_since`]. With them in the state sets, the auth
+//!   chain difference is exactly the one over the full states.
+//! - the unconflicted events the authorization rules look up for the events being checked
+//!   (create, power levels, join rules, the members involved).
+//! The resolved state is the first snapshot plus the keys the algorithm decided.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use super::{StateStore, StoredEvent};
+use crate::auth::{auth_types_for_event, StateMap};
+use crate::error::{Error, Result};
+use crate::event::Pdu;
+use crate::room_version::RoomVersion;
+use crate::state_blocks::{child_layout, Entry};
+use crate::state_res::resolve;
+
+/// The snapshot that is `parent` with `change` applied (an entry with event NID 0 removes its
+/// key). Returns `parent` itself when nothing changes.
+pub fn apply_change(store: &mut dyn StateStore, parent: i64, change: Vec<Entry>) -> Result<i64> {
+    if change.is_empty() {
+        return Ok(parent);
+    }
+    let snap = store.snapshot(parent)?;
+    let keys: Vec<(i64, i64)> = change.iter().map(Entry::key).collect();
+    let old: HashMap<(i64, i64), Option<i64>> = keys.iter().copied().zip(store.lookup(parent, &keys)?).collect();
+    let mut failure: Option<Error> = None;
+    let layout = child_layout(
+        &snap.blocks,
+        snap.hash,
+        change,
+        |id| match store.block(*id) {
+            Ok(b) => b.as_ref().clone(),
+            Err(e) => {
+                failure.get_or_insert(e);
+                Vec::new()
+            }
+        },
+        |k| old.get(&k).copied().flatten(),
+    );
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if layout.state_hash == snap.hash {
+        return Ok(parent);
+    }
+    store.save_snapshot(&layout.kept, layout.new_block, layout.state_hash)
+}
+
+/// Resolves the states of `snapshots` with the algorithm of `rv` and returns the snapshot of the
+/// result (an existing one when that state is already stored).
+pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots: &[i64]) -> Result<i64> {
+    let mut snaps = snapshots.to_vec();
+    snaps.sort_unstable();
+    snaps.dedup();
+    match snaps.as_slice() {
+        [] => return Err(Error::invalid(None, "state resolution needs at least one state")),
+        [only] => return Ok(*only),
+        _ => {}
+    }
+    let infos = snaps.iter().map(|&s| store.snapshot(s)).collect::<Result<Vec<_>>>()?;
+    let mut hashes: Vec<_> = infos.iter().map(|i| i.hash).collect();
+    hashes.dedup();
+    if hashes.len() == 1 {
+        return Ok(snaps[0]);
+    }
+
+    // 1. Keys that may differ: those in blocks not shared by every snapshot.
+    let mut shared: HashSet<i64> = infos[0].blocks.iter().map(|b| b.id).collect();
+    for info in &infos[1..] {
+        let ids: HashSet<i64> = info.blocks.iter().map(|b| b.id).collect();
+        shared.retain(|b| ids.contains(b));
+    }
+    let mut candidates: BTreeSet<(i64, i64)> = BTreeSet::new();
+    for info in &infos {
+        for b in info.blocks.iter().filter(|b| !shared.contains(&b.id)) {
+            candidates.extend(store.block(b.id)?.iter().map(Entry::key));
+        }
+    }
+    let keys: Vec<(i64, i64)> = candidates.into_iter().collect();
+    let values = snaps.iter().map(|&s| store.lookup(s, &keys)).collect::<Result<Vec<_>>>()?;
+    let conflicted: Vec<usize> = (0..keys.len()).filter(|&k| values.iter().any(|v| v[k] != values[0][k])).collect();
+    let conflicted_keys: HashSet<(i64, i64)> = conflicted.iter().map(|&k| keys[k]).collect();
+
+    // 2. D0: events in some but not all of the conflicted events' (inclusive) auth chains.
+    let mut chains: Vec<HashSet<i64>> = Vec::with_capacity(snaps.len());
+    for v in &values {
+        let mut chain = HashSet::new();
+        for &k in &conflicted {
+            if let Some(ev) = v[k] {
+                chain.insert(ev);
+                chain.extend(store.auth_chain(ev)?.iter().copied());
+            }
+        }
+        chains.push(chain);
+    }
+    let d0: BTreeSet<i64> = chains.iter().flatten().copied().filter(|e| !chains.iter().all(|c| c.contains(e))).collect();
+
+    // 3. The unconflicted entries the algorithm needs, from the first snapshot.
+    let mut unconflicted: Vec<Entry> = Vec::new();
+    if let Some(&min) = d0.first() {
+        unconflicted.extend(store.entries_since(snaps[0], min)?.into_iter().filter(|e| !conflicted_keys.contains(&e.key())));
+    }
+    let mut involved: BTreeSet<i64> = d0.clone();
+    involved.extend(conflicted.iter().flat_map(|&k| values.iter().filter_map(move |v| v[k])));
+    let involved: Vec<i64> = involved.into_iter().collect();
+    let mut auth_keys: BTreeSet<(String, String)> =
+        ["m.room.create", "m.room.power_levels", "m.room.join_rules"].iter().map(|t| ((*t).to_owned(), String::new())).collect();
+    for ev in store.events(&involved)? {
+        auth_keys.extend(auth_types_for_event(rv, &ev.pdu));
+    }
+    let auth_keys: Vec<(String, String)> = auth_keys.into_iter().collect();
+    let auth_key_nids: Vec<(i64, i64)> =
+        store.key_nids(&auth_keys)?.into_iter().flatten().filter(|k| !conflicted_keys.contains(k)).collect();
+    for (key, ev) in auth_key_nids.iter().zip(store.lookup(snaps[0], &auth_key_nids)?) {
+        if let Some(ev) = ev {
+            unconflicted.push(Entry { type_nid: key.0, state_key_nid: key.1, event_nid: ev });
+        }
+    }
+
+    // 4. The restricted state sets, and every event they and their auth chains name.
+    let mut wanted: BTreeSet<i64> = BTreeSet::new();
+    let mut set_nids: Vec<Vec<i64>> = Vec::with_capacity(snaps.len());
+    for v in &values {
+        let mut set: Vec<i64> = conflicted.iter().filter_map(|&k| v[k]).collect();
+        set.extend(unconflicted.iter().map(|e| e.event_nid));
+        set.sort_unstable();
+        set.dedup();
+        for &e in &set {
+            wanted.insert(e);
+            wanted.extend(store.auth_chain(e)?.iter().copied());
+        }
+        set_nids.push(set);
+    }
+    let wanted: Vec<i64> = wanted.into_iter().collect();
+    let loaded: Vec<std::rc::Rc<StoredEvent>> = store.events(&wanted)?;
+    let by_nid: HashMap<i64, &StoredEvent> = loaded.iter().map(|e| (e.nid, e.as_ref())).collect();
+    let by_id: HashMap<String, &Pdu> = loaded.iter().map(|e| (e.pdu.event_id.clone(), &e.pdu)).collect();
+    let nid_of: HashMap<&str, &StoredEvent> = loaded.iter().map(|e| (e.pdu.event_id.as_str(), e.as_ref())).collect();
+    let sets: Vec<StateMap<String>> = set_nids
+        .iter()
+        .map(|set| {
+            set.iter()
+                .map(|n| {
+                    let ev = by_nid[n];
+                    ((ev.pdu.event_type.clone(), ev.pdu.state_key.clone().unwrap_or_default()), ev.pdu.event_id.clone())
+                })
+                .collect()
+        })
+        .collect();
+    let resolved = resolve(rv, &sets, &by_id)?;
+
+    // 5. The first snapshot plus what the algorithm decided.
+    let mut change: Vec<Entry> = Vec::with_capacity(resolved.len() + conflicted.len());
+    let mut decided: HashSet<(i64, i64)> = HashSet::new();
+    for id in resolved.values() {
+        let ev = nid_of.get(id.as_str()).ok_or_else(|| Error::not_found(format!("resolved event {id} was not loaded")))?;
+        let key = ev.key().ok_or_else(|| Error::invalid(None, format!("resolved event {id} is not a state event")))?;
+        decided.insert(key);
+        change.push(Entry { type_nid: key.0, state_key_nid: key.1, event_nid: ev.nid });
+    }
+    for &k in &conflicted_keys {
+        if !decided.contains(&k) {
+            change.push(Entry { type_nid: k.0, state_key_nid: k.1, event_nid: 0 });
+        }
+    }
+    apply_change(store, snaps[0], change)
+}
