@@ -13,6 +13,7 @@ pub mod state_res;
 pub mod state_blocks;
 pub mod stored_form;
 pub mod traversal;
+pub mod visibility;
 
 pub use error::{Error, ErrorKind, Result};
 pub use event::Pdu;
