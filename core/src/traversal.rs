@@ -325,4 +325,68 @@ mod tests {
         // Taken by the queue: M5, B4, D3, B3; returned by depth then ID.
         assert_eq!(get_missing_events(&g, &[], &["N6"], 4, 0), ["B3", "D3", "B4", "M5"]);
     }
+
+    /// A random DAG with consistent depths: each event is one deeper than its deepest prev.
+    fn random_dag(n: usize, seed: u64) -> HashMap<String, DagEvent> {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let mut next = move |m: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m as u64) as usize
+        };
+        let mut events: Vec<DagEvent> = Vec::new();
+        for i in 0..n {
+            let mut prevs: Vec<usize> = if i == 0 { vec![] } else { (0..1 + next(3)).map(|_| i - 1 - next(i.min(4))).collect() };
+            prevs.sort_unstable();
+            prevs.dedup();
+            let depth = prevs.iter().map(|p| events[*p].depth + 1).max().unwrap_or(1);
+            // IDs in an order unrelated to depth, so that ties are broken by ID for real.
+            let prev_events = prevs.iter().map(|p| events[*p].event_id.clone()).collect();
+            events.push(DagEvent { event_id: format!("${:04}", next(10_000) * 100 + i), depth, prev_events });
+        }
+        events.into_iter().map(|e| (e.event_id.clone(), e)).collect()
+    }
+
+    fn closure<'a>(g: &'a HashMap<String, DagEvent>, from: &str, backwards: bool) -> Vec<Key<'a>> {
+        let mut seen: HashSet<&str> = HashSet::new();
+        let mut todo = vec![g.get_key_value(from).unwrap().0.as_str()];
+        while let Some(id) = todo.pop() {
+            if seen.insert(id) {
+                if backwards {
+                    todo.extend(g[id].prev_events.iter().map(String::as_str));
+                } else {
+                    todo.extend(g.values().filter(|e| e.prev_events.iter().any(|p| p == id)).map(|e| e.event_id.as_str()));
+                }
+            }
+        }
+        seen.into_iter().map(|id| key(&g[id])).collect()
+    }
+
+    #[test]
+    fn consistent_depths_mean_sorted_reachable_set() {
+        for seed in 1..20 {
+            let g = random_dag(60, seed);
+            let mut ids: Vec<&str> = g.keys().map(String::as_str).collect();
+            ids.sort_unstable();
+            for (i, id) in ids.iter().enumerate().step_by(7) {
+                let limit = 1 + i % 25;
+                let mut back = closure(&g, id, true);
+                back.sort_unstable_by(|a, b| b.cmp(a));
+                let expect: Vec<&str> = back.iter().take(limit).map(|k| k.1).collect();
+                assert_eq!(backfill(&g, &[id], limit), expect, "backfill seed {seed} from {id}");
+
+                // get_missing_events with nothing known: the same minus the start, oldest first.
+                let mut missing: Vec<Key> = back.iter().filter(|k| k.1 != *id).take(limit).copied().collect();
+                missing.sort_unstable();
+                let expect: Vec<&str> = missing.iter().map(|k| k.1).collect();
+                assert_eq!(get_missing_events(&g, &[], &[id], limit, 0), expect, "gme seed {seed} from {id}");
+
+                let mut fwd = closure(&g, id, false);
+                fwd.sort_unstable();
+                let expect: Vec<&str> = fwd.iter().take(limit).map(|k| k.1).collect();
+                assert_eq!(forwards_fill(&g, &[id], limit), expect, "forwards seed {seed} from {id}");
+            }
+        }
+    }
 }
