@@ -10,6 +10,9 @@ CREATE TABLE roomserver.rooms (
     room_nid      bigint PRIMARY KEY,
     room_id       text   NOT NULL,
     room_version  text   NOT NULL,
+    -- The snapshot (roomserver.state_snapshots) of the current state: the resolution of the
+    -- states after the forward extremities. NULL until the create event is stored.
+    current_state bigint,
     CONSTRAINT rooms_room_id_key UNIQUE (room_id),
     CONSTRAINT rooms_room_nid_positive CHECK (room_nid > 0)
 );

@@ -25,10 +25,25 @@ CREATE TABLE roomserver.stored_events (
     -- true only for a room version 12 create event, which has no room_id key.
     room_id_implied  boolean NOT NULL DEFAULT false,
     pdu_rest         jsonb   NOT NULL,
+    -- Stored without state: its prev events were not known (e.g. an auth event fetched alone).
+    outlier          boolean NOT NULL DEFAULT false,
+    -- Why the checks on receipt rejected the event (it never changes state); NULL if accepted.
+    rejection        text,
+    -- Why the event failed against the room's current state: stored with state, but never a
+    -- forward extremity; NULL if it did not.
+    soft_failure     text,
+    -- Snapshot NIDs (roomserver.state_snapshots) of the state before and after the event;
+    -- NULL for outliers. Equal for non-state and rejected events.
+    state_before     bigint,
+    state_after      bigint,
+    -- For state events: the auth chain (every event reachable through auth_events) as a compact
+    -- NID set (core/src/nid_set.rs); roomserver.auth_chain() reads it.
+    auth_chain       bytea,
     PRIMARY KEY (room_nid, event_nid),
     -- Leading event_id so that lookups by event ID alone (GET /event/{id}) use it too.
     CONSTRAINT stored_events_event_id_room_key UNIQUE (event_id, room_nid),
-    CONSTRAINT stored_events_nid_positive CHECK (event_nid > 0)
+    CONSTRAINT stored_events_nid_positive CHECK (event_nid > 0),
+    CONSTRAINT stored_events_state_unless_outlier CHECK (outlier = (state_before IS NULL) AND outlier = (state_after IS NULL))
 );
 ALTER SEQUENCE roomserver.event_nid_seq OWNED BY roomserver.stored_events.event_nid;
 CREATE INDEX stored_events_room_depth ON roomserver.stored_events (room_nid, depth, event_nid);

@@ -65,6 +65,10 @@ SELECT r.room_id,
        e.depth,
        e.origin_server_ts,
        e.content_hash_ok,
+       e.rejection IS NOT NULL AS rejected,
+       e.rejection,
+       e.soft_failure IS NOT NULL AS soft_failed,
+       e.outlier,
        e.room_nid,
        e.event_nid
 FROM roomserver.stored_events e

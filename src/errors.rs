@@ -16,6 +16,7 @@ pub fn sqlstate(e: &Error) -> PgSqlErrorCode {
         ErrorKind::StringTooLong => PgSqlErrorCode::ERRCODE_STRING_DATA_RIGHT_TRUNCATION, // 22001
         ErrorKind::UnsupportedRoomVersion => PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED, // 0A000
         ErrorKind::NotFound => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, // P0002
+        ErrorKind::MissingReferences => PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION, // 23503
         ErrorKind::InvalidParameter => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, // 22000
     }
 }

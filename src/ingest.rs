@@ -1,36 +1,46 @@
-//! `roomserver.ingest_event` / `roomserver.ingest_events`: validate PDUs in Rust, then store a
-//! whole batch with a fixed number of set-based statements (NIDs, events, edges), whatever the
-//! batch size. Every check happens before the first write, so bad input writes nothing.
+//! `roomserver.ingest_event` / `roomserver.ingest_events`: validate PDUs in Rust, admit each one
+//! (state before it, checks on receipt, state after it: `roomserver_core::room_state`), then
+//! store the batch with a fixed number of set-based statements (events, edges, extremities),
+//! whatever its size. Malformed input is refused before the first write, and an ERROR undoes
+//! everything, so bad input leaves the database as it was.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
+use roomserver_core::room_state::{admit, chain_from_auth_events, check_outlier, resolve_snapshots, StoredEvent};
 use roomserver_core::stored_form::{room_version_for, split, StoredForm};
-use roomserver_core::Error;
+use roomserver_core::{nid_set, Error, RoomVersion};
 use serde_json::{json, Value};
 
 use crate::errors::{null_argument, raise, OrRaise};
-use crate::spi_plans::{execute, Statement, BOOL_ARRAY, INT2_ARRAY, INT8_ARRAY, TEXT_ARRAY};
+use crate::spi_plans::{execute, Statement, BOOL_ARRAY, BYTEA_ARRAY, INT2_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
+use crate::state_store::SpiStateStore;
 
-/// Stores one PDU. Returns `{"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok"}`.
-/// `room_version` is needed only while the room's create event is unknown.
+/// Stores one PDU. Returns `{"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok",
+/// "outlier", "rejection", "soft_failure"}`. `room_version` is needed only while the room's create
+/// event is unknown. With `outlier`, the event is stored without state (its prev events need not
+/// be known); otherwise its prev and auth events must be stored, with state.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ingest_event(pdu: Option<JsonB>, room_version: default!(Option<&str>, "NULL")) -> JsonB {
+fn ingest_event(pdu: Option<JsonB>, room_version: default!(Option<&str>, "NULL"), outlier: default!(bool, false)) -> JsonB {
     let pdu = pdu.unwrap_or_else(|| null_argument("pdu"));
-    let mut results = ingest(vec![pdu.0], room_version, "ingest_event");
+    let mut results = ingest(vec![pdu.0], room_version, outlier, "ingest_event");
     JsonB(results.pop().expect("one result per PDU"))
 }
 
 /// Stores a JSON array of PDUs in order (a create event first lets the rest of its room follow
 /// in the same call). Returns one result per element, as `ingest_event` does.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ingest_events(pdus: Option<JsonB>, room_version: default!(Option<&str>, "NULL")) -> SetOfIterator<'static, JsonB> {
+fn ingest_events(
+    pdus: Option<JsonB>,
+    room_version: default!(Option<&str>, "NULL"),
+    outlier: default!(bool, false),
+) -> SetOfIterator<'static, JsonB> {
     let pdus = pdus.unwrap_or_else(|| null_argument("pdus"));
     let Value::Array(items) = pdus.0 else {
         raise(Error::bad_json("(root)", "pdus must be a JSON array of PDUs"), "ingest_events")
     };
-    SetOfIterator::new(ingest(items, room_version, "ingest_events").into_iter().map(JsonB))
+    SetOfIterator::new(ingest(items, room_version, outlier, "ingest_events").into_iter().map(JsonB))
 }
 
 // Room conditions are written `room_nid + 0 = ANY (..)` throughout: as plain `room_nid = ANY`
@@ -80,28 +90,78 @@ const ASSIGN_STATE_KEYS: Statement = Statement {
     args: &[INT8_ARRAY, TEXT_ARRAY],
     mutating: true,
 };
+const ALLOCATE_NIDS: Statement = Statement {
+    name: "ingest.allocate_nids",
+    sql: "SELECT nextval('roomserver.event_nid_seq') FROM generate_series(1, $1)",
+    args: &[INT8],
+    mutating: true,
+};
 const INSERT_EVENTS: Statement = Statement {
     name: "ingest.insert_events",
     sql: "INSERT INTO roomserver.stored_events
-              (room_nid, event_id, event_type_nid, state_key_nid, sender_nid, depth, origin_server_ts,
-               content_hash_ok, room_id_implied, pdu_rest)
-          SELECT u.r, u.id, u.t, u.k, u.s, u.d, u.ts, u.ok, u.imp, u.rest::jsonb
-          FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
-                      $7::bigint[], $8::bool[], $9::bool[], $10::text[])
-               AS u(r, id, t, k, s, d, ts, ok, imp, rest)
-          ON CONFLICT ON CONSTRAINT stored_events_event_id_room_key DO NOTHING
-          RETURNING event_id, room_nid, event_nid",
-    args: &[INT8_ARRAY, TEXT_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, BOOL_ARRAY, BOOL_ARRAY, TEXT_ARRAY],
+              (room_nid, event_nid, event_id, event_type_nid, state_key_nid, sender_nid, depth, origin_server_ts,
+               content_hash_ok, room_id_implied, pdu_rest, outlier, rejection, soft_failure, state_before, state_after, auth_chain)
+          SELECT u.r, u.n, u.id, u.t, u.k, u.s, u.d, u.ts, u.ok, u.imp, u.rest::jsonb, u.o, u.rej, u.soft, u.b, u.a, u.c
+          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[],
+                      $8::bigint[], $9::bool[], $10::bool[], $11::text[], $12::bool[], $13::text[], $14::text[],
+                      $15::bigint[], $16::bigint[], $17::bytea[])
+               AS u(r, n, id, t, k, s, d, ts, ok, imp, rest, o, rej, soft, b, a, c)",
+    args: &[
+        INT8_ARRAY, INT8_ARRAY, TEXT_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY, BOOL_ARRAY, BOOL_ARRAY,
+        TEXT_ARRAY, BOOL_ARRAY, TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, INT8_ARRAY, BYTEA_ARRAY,
+    ],
     mutating: true,
 };
-// Stored events by ID: duplicates of the batch, and the targets of its references that are not
-// in the batch itself (few: the auth events every event shares, the events it follows).
+// Outliers that arrive again with their prev events known get their state.
+const UPGRADE_OUTLIERS: Statement = Statement {
+    name: "ingest.upgrade_outliers",
+    sql: "UPDATE roomserver.stored_events e
+          SET outlier = false, rejection = u.rej, soft_failure = u.soft, state_before = u.b, state_after = u.a
+          FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[]) AS u(r, n, rej, soft, b, a)
+          WHERE e.room_nid = u.r AND e.event_nid = u.n",
+    args: &[INT8_ARRAY, INT8_ARRAY, TEXT_ARRAY, TEXT_ARRAY, INT8_ARRAY, INT8_ARRAY],
+    mutating: true,
+};
+// Stored events by ID (the batch's own, and the events it references), with what admission
+// needs to know about them.
 const FIND_EVENTS: Statement = Statement {
     name: "ingest.find_events",
-    sql: "SELECT s.event_id, s.room_nid, s.event_nid FROM roomserver.stored_events s
+    sql: "SELECT s.event_id, s.room_nid, s.event_nid, s.outlier, s.state_after FROM roomserver.stored_events s
           WHERE s.event_id = ANY ($1) AND s.room_nid + 0 = ANY ($2)",
     args: &[TEXT_ARRAY, INT8_ARRAY],
     mutating: false,
+};
+// Each room's current state and forward extremities with their states.
+const ROOM_CONTEXTS: Statement = Statement {
+    name: "ingest.room_contexts",
+    sql: "SELECT r.room_nid, r.current_state,
+                 ARRAY(SELECT x.event_nid FROM roomserver.extremities x WHERE x.room_nid = r.room_nid ORDER BY x.event_nid),
+                 ARRAY(SELECT e.state_after FROM roomserver.extremities x
+                       JOIN roomserver.stored_events e ON e.room_nid = x.room_nid AND e.event_nid = x.event_nid
+                       WHERE x.room_nid = r.room_nid ORDER BY x.event_nid)
+          FROM roomserver.rooms r WHERE r.room_nid = ANY ($1)",
+    args: &[INT8_ARRAY],
+    mutating: false,
+};
+const SET_EXTREMITIES_DELETE: Statement = Statement {
+    name: "ingest.extremities_delete",
+    sql: "DELETE FROM roomserver.extremities x WHERE x.room_nid = ANY ($1)
+          AND NOT EXISTS (SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS n(r, e) WHERE n.r = x.room_nid AND n.e = x.event_nid)",
+    args: &[INT8_ARRAY, INT8_ARRAY, INT8_ARRAY],
+    mutating: true,
+};
+const SET_EXTREMITIES_INSERT: Statement = Statement {
+    name: "ingest.extremities_insert",
+    sql: "INSERT INTO roomserver.extremities (room_nid, event_nid) SELECT * FROM unnest($1::bigint[], $2::bigint[])
+          ON CONFLICT DO NOTHING",
+    args: &[INT8_ARRAY, INT8_ARRAY],
+    mutating: true,
+};
+const SET_CURRENT_STATE: Statement = Statement {
+    name: "ingest.current_state",
+    sql: "UPDATE roomserver.rooms r SET current_state = u.s FROM unnest($1::bigint[], $2::bigint[]) AS u(r, s) WHERE r.room_nid = u.r",
+    args: &[INT8_ARRAY, INT8_ARRAY],
+    mutating: true,
 };
 const INSERT_EDGES: Statement = Statement {
     name: "ingest.insert_edges",
@@ -132,7 +192,7 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
-fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Value> {
+fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context: &str) -> Vec<Value> {
     let batch = items.len() > 1 || context == "ingest_events";
     let field_context = |i: usize| if batch { format!("{context}: pdus[{i}]") } else { context.to_owned() };
 
@@ -254,17 +314,158 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
         let mut room_nids: Vec<i64> = fresh.iter().map(|f| rooms[&f.pdu.room_id]).collect();
         room_nids.sort_unstable();
         room_nids.dedup();
-        execute(client, &LOCK_ROOMS, &[room_nids.into()], |_| ());
+        execute(client, &LOCK_ROOMS, &[room_nids.clone().into()], |_| ());
 
-        // 5. The events themselves; ones already stored are left alone.
-        let n = fresh.len();
-        let (mut c_room, mut c_id, mut c_type, mut c_key, mut c_sender) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        let (mut c_depth, mut c_ts, mut c_ok, mut c_implied, mut c_rest) =
-            (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        // 5. What the batch refers to: its own events if already stored, and their prev and
+        //    auth events, with the facts admission needs.
+        let mut wanted: Vec<String> = Vec::new();
+        for f in &fresh {
+            wanted.push(f.pdu.event_id.clone());
+            wanted.extend(f.edges.iter().map(|e| e.target_event_id.clone()));
+        }
+        wanted.sort();
+        wanted.dedup();
+        let mut known: HashMap<(String, i64), Known> = find_known(client, wanted, room_nids.clone());
+        let mut contexts: HashMap<i64, RoomContext> = load_contexts(client, room_nids.clone());
+
+        // 6. NIDs for the new events, ascending in batch order: an event's auth events are
+        //    always stored before it, so they always have smaller NIDs (resolution relies on it).
+        let new_count = fresh.iter().filter(|f| !known.contains_key(&(f.pdu.event_id.clone(), rooms[&f.pdu.room_id]))).count();
+        let mut new_nids: Vec<i64> = if new_count == 0 {
+            Vec::new()
+        } else {
+            execute(client, &ALLOCATE_NIDS, &[(new_count as i64).into()], |t| t.map(|r| r.get::<i64>(1).ok().flatten().unwrap_or_default()).collect())
+        };
+        new_nids.sort_unstable();
+        let mut next_nid = new_nids.into_iter();
+
+        // 7. Admit each event in order.
+        let mut outcomes: HashMap<(String, i64), Outcome> = HashMap::new();
+        let mut store = SpiStateStore::new(client, RoomVersion::from_id("10").or_raise(context));
+        for (i, f) in fresh.iter().enumerate() {
+            let pdu = &f.pdu;
+            let r = rooms[&pdu.room_id];
+            let rv = RoomVersion::from_id(&versions[&pdu.room_id]).or_raise(context);
+            store.set_room(r, rv);
+            let key = (pdu.event_id.clone(), r);
+            let existing = known.get(&key).cloned();
+            let upgrade = match &existing {
+                Some(k) if k.outlier && !as_outlier => true,
+                Some(_) => continue, // stored already: a duplicate
+                None => false,
+            };
+            let where_ = field_context(prepared.iter().position(|p| std::ptr::eq(&p.form, *f)).unwrap_or(i));
+            let (mut missing_auth, mut auth_nids) = (Vec::new(), Vec::new());
+            for a in &pdu.auth_events {
+                match known.get(&(a.clone(), r)) {
+                    Some(k) => auth_nids.push(k.nid),
+                    None => missing_auth.push(a.clone()),
+                }
+            }
+            if !missing_auth.is_empty() {
+                raise(
+                    Error::missing_references(format!(
+                        "event {} cannot be stored: its auth events are not known: {}",
+                        pdu.event_id,
+                        missing_auth.join(", ")
+                    )),
+                    &where_,
+                )
+            }
+            let nid = match &existing {
+                Some(k) => k.nid,
+                None => next_nid.next().expect("one NID per new event"),
+            };
+            let type_nid = type_nids[&pdu.event_type];
+            let state_key_nid = pdu.state_key.as_ref().map(|k| key_nids[&(r, k.clone())]);
+            let chain = chain_from_auth_events(&mut store, &auth_nids).or_raise(&where_);
+            let mut event = StoredEvent { nid, type_nid, state_key_nid, rejected: false, state_after: None, pdu: pdu.clone() };
+            let outcome = if as_outlier {
+                let rejection = check_outlier(&rv, &mut store, &event, &auth_nids).or_raise(&where_);
+                Outcome { nid, outlier: true, rejection, soft_failure: None, before: None, after: None, upgrade, chain: None }
+            } else {
+                let (mut missing_prev, mut prev_states, mut prev_nids) = (Vec::new(), Vec::new(), Vec::new());
+                for p in &pdu.prev_events {
+                    match known.get(&(p.clone(), r)) {
+                        Some(Known { state_after: Some(s), nid, .. }) => {
+                            prev_states.push(*s);
+                            prev_nids.push(*nid);
+                        }
+                        Some(_) => missing_prev.push(format!("{p} (an outlier: its state is not known)")),
+                        None => missing_prev.push(p.clone()),
+                    }
+                }
+                if !missing_prev.is_empty() {
+                    raise(
+                        Error::missing_references(format!(
+                            "event {} cannot be stored with state: its prev events are not known: {}; store it with outlier => true, or its prev events first",
+                            pdu.event_id,
+                            missing_prev.join(", ")
+                        )),
+                        &where_,
+                    )
+                }
+                let ctx = contexts.entry(r).or_default();
+                let adm = admit(&rv, &mut store, &event, &prev_states, &auth_nids, ctx.current).or_raise(&where_);
+                // Resolving the current state may need the event itself.
+                let admitted = StoredEvent { rejected: adm.rejection.is_some(), state_after: Some(adm.state_after), ..event.clone() };
+                store.remember(admitted, chain.clone());
+                if adm.rejection.is_none() && adm.soft_failure.is_none() {
+                    for p in &prev_nids {
+                        ctx.extremities.remove(p);
+                    }
+                    ctx.extremities.insert(nid, adm.state_after);
+                    let states: Vec<i64> = ctx.extremities.values().copied().collect();
+                    let current = resolve_snapshots(&rv, &mut store, &states).or_raise(&where_);
+                    let ctx = contexts.entry(r).or_default();
+                    ctx.current = Some(current);
+                    ctx.changed = true;
+                }
+                Outcome {
+                    nid,
+                    outlier: false,
+                    rejection: adm.rejection,
+                    soft_failure: adm.soft_failure,
+                    before: Some(adm.state_before),
+                    after: Some(adm.state_after),
+                    upgrade,
+                    chain: None,
+                }
+            };
+            event.rejected = outcome.rejection.is_some();
+            event.state_after = outcome.after;
+            known.insert(key.clone(), Known { nid, outlier: outcome.outlier, state_after: outcome.after });
+            store.remember(event, chain.clone());
+            let mut o = outcome;
+            if pdu.is_state() && !o.upgrade {
+                o.chain = Some(nid_set::encode(chain));
+            }
+            outcomes.insert(key, o);
+        }
+        let client = store.client();
+
+        // 8. The new events, their edges, earlier references to them; upgraded outliers.
+        let (mut c_room, mut c_nid, mut c_id, mut c_type, mut c_key, mut c_sender) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut c_depth, mut c_ts, mut c_ok, mut c_implied, mut c_rest) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut c_outlier, mut c_rejection, mut c_soft, mut c_before, mut c_after, mut c_chain) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut u_room, mut u_nid, mut u_rejection, mut u_soft, mut u_before, mut u_after) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut e_room, mut e_event, mut e_kind, mut e_pos, mut e_target, mut e_target_id, mut e_hashes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for f in &fresh {
             let r = rooms[&f.pdu.room_id];
+            let key = (f.pdu.event_id.clone(), r);
+            let Some(o) = outcomes.get(&key) else { continue };
+            if o.upgrade {
+                u_room.push(r);
+                u_nid.push(o.nid);
+                u_rejection.push(o.rejection.clone());
+                u_soft.push(o.soft_failure.clone());
+                u_before.push(o.before);
+                u_after.push(o.after);
+                continue;
+            }
             c_room.push(r);
+            c_nid.push(o.nid);
             c_id.push(f.pdu.event_id.clone());
             c_type.push(type_nids[&f.pdu.event_type]);
             c_key.push(f.pdu.state_key.as_ref().map(|k| key_nids[&(r, k.clone())]));
@@ -274,53 +475,43 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
             c_ok.push(f.content_hash_ok);
             c_implied.push(f.room_id_implied);
             c_rest.push(f.rest.to_string());
-        }
-        let inserted: HashMap<(String, i64), i64> = execute(
-            client,
-            &INSERT_EVENTS,
-            &[
-                c_room.clone().into(), c_id.clone().into(), c_type.into(), c_key.into(), c_sender.into(),
-                c_depth.into(), c_ts.into(), c_ok.into(), c_implied.into(), c_rest.into(),
-            ],
-            |t| read_event_nids(t),
-        );
-        let mut nids = inserted.clone();
-        if inserted.len() < n {
-            nids.extend(find_events(client, c_id.clone(), c_room.clone()));
-        }
-
-        // 6. Edges of the new events, then earlier references to them. Targets in the batch are
-        //    known here; the others are looked up once each.
-        let mut outside: Vec<String> = Vec::new();
-        for f in &fresh {
-            let r = rooms[&f.pdu.room_id];
-            if inserted.contains_key(&(f.pdu.event_id.clone(), r)) {
-                outside.extend(f.edges.iter().filter(|e| !nids.contains_key(&(e.target_event_id.clone(), r))).map(|e| e.target_event_id.clone()));
-            }
-        }
-        outside.sort();
-        outside.dedup();
-        let targets = if outside.is_empty() { HashMap::new() } else { find_events(client, outside, room_nids_vec(&rooms)) };
-        let (mut e_room, mut e_event, mut e_kind, mut e_pos, mut e_target, mut e_target_id, mut e_hashes) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut new_room, mut new_id, mut new_nid) = (Vec::new(), Vec::new(), Vec::new());
-        for f in &fresh {
-            let r = rooms[&f.pdu.room_id];
-            let Some(&nid) = inserted.get(&(f.pdu.event_id.clone(), r)) else { continue };
-            new_room.push(r);
-            new_id.push(f.pdu.event_id.clone());
-            new_nid.push(nid);
+            c_outlier.push(o.outlier);
+            c_rejection.push(o.rejection.clone());
+            c_soft.push(o.soft_failure.clone());
+            c_before.push(o.before);
+            c_after.push(o.after);
+            c_chain.push(o.chain.clone());
             for edge in &f.edges {
-                let key = (edge.target_event_id.clone(), r);
-                let target = nids.get(&key).or_else(|| targets.get(&key)).copied();
+                let target = known.get(&(edge.target_event_id.clone(), r)).map(|k| k.nid);
                 e_room.push(r);
-                e_event.push(nid);
+                e_event.push(o.nid);
                 e_kind.push(edge.kind.code().to_owned());
                 e_pos.push(edge.position);
                 e_target.push(target);
                 e_target_id.push(if target.is_none() { Some(edge.target_event_id.clone()) } else { None });
                 e_hashes.push(edge.ref_hashes.as_ref().map(Value::to_string));
             }
+        }
+        let (new_room, new_id, new_nid) = (c_room.clone(), c_id.clone(), c_nid.clone());
+        if !c_room.is_empty() {
+            execute(
+                client,
+                &INSERT_EVENTS,
+                &[
+                    c_room.into(), c_nid.into(), c_id.into(), c_type.into(), c_key.into(), c_sender.into(), c_depth.into(),
+                    c_ts.into(), c_ok.into(), c_implied.into(), c_rest.into(), c_outlier.into(), c_rejection.into(),
+                    c_soft.into(), c_before.into(), c_after.into(), c_chain.into(),
+                ],
+                |_| (),
+            );
+        }
+        if !u_room.is_empty() {
+            execute(
+                client,
+                &UPGRADE_OUTLIERS,
+                &[u_room.into(), u_nid.into(), u_rejection.into(), u_soft.into(), u_before.into(), u_after.into()],
+                |_| (),
+            );
         }
         if !e_room.is_empty() {
             execute(
@@ -334,40 +525,104 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, context: &str) -> Vec<Valu
             execute(client, &RESOLVE_PENDING, &[new_room.into(), new_id.into(), new_nid.into()], |_| ());
         }
 
-        // 7. One result per input element, in order.
+        // 9. Forward extremities and current state of the rooms that changed.
+        let (mut x_rooms, mut x_room, mut x_event, mut s_room, mut s_current) = (vec![], vec![], vec![], vec![], vec![]);
+        for (r, ctx) in &contexts {
+            if !ctx.changed {
+                continue;
+            }
+            x_rooms.push(*r);
+            for e in ctx.extremities.keys() {
+                x_room.push(*r);
+                x_event.push(*e);
+            }
+            s_room.push(*r);
+            s_current.push(ctx.current);
+        }
+        if !x_rooms.is_empty() {
+            execute(client, &SET_EXTREMITIES_DELETE, &[x_rooms.into(), x_room.clone().into(), x_event.clone().into()], |_| ());
+            execute(client, &SET_EXTREMITIES_INSERT, &[x_room.into(), x_event.into()], |_| ());
+            execute(client, &SET_CURRENT_STATE, &[s_room.into(), s_current.into()], |_| ());
+        }
+
+        // 10. One result per input element, in order.
         prepared
             .iter()
             .map(|p| {
                 let f = &p.form;
                 let r = rooms[&f.pdu.room_id];
                 let key = (f.pdu.event_id.clone(), r);
-                let duplicate = p.repeat_of.is_some() || !inserted.contains_key(&key);
+                let first = p.repeat_of.is_none();
+                let mine = outcomes.get(&key).filter(|_| first);
+                let k = known.get(&key);
                 json!({
                     "event_id": f.pdu.event_id,
-                    "event_nid": nids.get(&key).copied(),
+                    "event_nid": k.map(|k| k.nid),
                     "room_id": f.pdu.room_id,
-                    "duplicate": duplicate,
+                    "duplicate": mine.is_none(),
                     "content_hash_ok": f.content_hash_ok,
+                    "outlier": k.map(|k| k.outlier),
+                    "rejection": mine.and_then(|o| o.rejection.clone()),
+                    "soft_failure": mine.and_then(|o| o.soft_failure.clone()),
                 })
             })
             .collect()
     })
 }
 
-fn room_nids_vec(rooms: &HashMap<String, i64>) -> Vec<i64> {
-    rooms.values().copied().collect()
+/// An event already stored (or admitted earlier in this call).
+#[derive(Clone)]
+struct Known {
+    nid: i64,
+    outlier: bool,
+    state_after: Option<i64>,
 }
 
-fn find_events(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids: Vec<i64>) -> HashMap<(String, i64), i64> {
-    execute(client, &FIND_EVENTS, &[ids.into(), room_nids.into()], read_event_nids)
+/// What admission decided for an event of the batch.
+struct Outcome {
+    nid: i64,
+    outlier: bool,
+    rejection: Option<String>,
+    soft_failure: Option<String>,
+    before: Option<i64>,
+    after: Option<i64>,
+    /// A stored outlier that now gets its state.
+    upgrade: bool,
+    chain: Option<Vec<u8>>,
 }
 
-fn read_event_nids(t: pgrx::spi::SpiTupleTable<'_>) -> HashMap<(String, i64), i64> {
-    t.map(|row| {
-        let id: String = row.get(1).ok().flatten().unwrap_or_default();
-        let r: i64 = row.get(2).ok().flatten().unwrap_or_default();
-        let n: i64 = row.get(3).ok().flatten().unwrap_or_default();
-        ((id, r), n)
+/// A room's forward extremities (event NID -> state after) and current state.
+#[derive(Default)]
+struct RoomContext {
+    extremities: BTreeMap<i64, i64>,
+    current: Option<i64>,
+    changed: bool,
+}
+
+fn find_known(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids: Vec<i64>) -> HashMap<(String, i64), Known> {
+    execute(client, &FIND_EVENTS, &[ids.into(), room_nids.into()], |t| {
+        t.map(|row| {
+            let id: String = row.get(1).ok().flatten().unwrap_or_default();
+            let r: i64 = row.get(2).ok().flatten().unwrap_or_default();
+            let nid: i64 = row.get(3).ok().flatten().unwrap_or_default();
+            let outlier: bool = row.get(4).ok().flatten().unwrap_or_default();
+            let state_after: Option<i64> = row.get(5).ok().flatten();
+            ((id, r), Known { nid, outlier, state_after })
+        })
+        .collect()
     })
-    .collect()
 }
+
+fn load_contexts(client: &mut pgrx::spi::SpiClient<'_>, room_nids: Vec<i64>) -> HashMap<i64, RoomContext> {
+    execute(client, &ROOM_CONTEXTS, &[room_nids.into()], |t| {
+        t.map(|row| {
+            let r: i64 = row.get(1).ok().flatten().unwrap_or_default();
+            let current: Option<i64> = row.get(2).ok().flatten();
+            let ext: Vec<i64> = row.get(3).ok().flatten().unwrap_or_default();
+            let states: Vec<i64> = row.get(4).ok().flatten().unwrap_or_default();
+            (r, RoomContext { extremities: ext.into_iter().zip(states).collect(), current, changed: false })
+        })
+        .collect()
+    })
+}
+

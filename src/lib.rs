@@ -13,12 +13,15 @@ mod errors;
 mod ingest;
 mod json_functions;
 mod spi_plans;
+mod state_functions;
+mod state_store;
 
 extension_sql_file!("../sql/01_nids.sql", name = "nids", bootstrap);
 extension_sql_file!("../sql/02_events.sql", name = "events", requires = ["nids"]);
 extension_sql_file!("../sql/03_nid_functions.sql", name = "nid_functions", requires = ["events"]);
 extension_sql_file!("../sql/04_event_reads.sql", name = "event_reads", requires = ["nid_functions"]);
-extension_sql_file!("../sql/05_finalize.sql", name = "finalize", finalize);
+extension_sql_file!("../sql/06_state.sql", name = "state", requires = ["event_reads", nid_set_decode]);
+extension_sql_file!("../sql/99_finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;

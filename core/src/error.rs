@@ -16,6 +16,9 @@ pub enum ErrorKind {
     UnsupportedRoomVersion,
     /// Something the call refers to (an event, a room) is not known.
     NotFound,
+    /// An event refers to events (prev or auth events) that are not stored, or have no state,
+    /// so it cannot be admitted as it was asked to be.
+    MissingReferences,
     /// The input is well-formed but violates a structural rule (a cycle in auth_events,
     /// duplicate auth events, an absurd limit).
     InvalidParameter,
@@ -44,6 +47,9 @@ impl Error {
     }
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::NotFound, None, message)
+    }
+    pub fn missing_references(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::MissingReferences, None, message)
     }
     pub fn invalid(field: Option<&str>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidParameter, field, message)

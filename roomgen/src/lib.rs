@@ -4,6 +4,7 @@
 //! The same `RoomConfig` always yields byte-identical output: the PRNG is our own (`prng`), and
 //! every collection whose order reaches the output is ordered.
 
+pub mod naive_state;
 mod auth_select;
 mod generator;
 mod merge;

@@ -4,72 +4,13 @@
 //! Every event of forked generated rooms of every room version, plus injected events the rules
 //! reject, must get the same outcome and the same state before and after.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 mod common;
 
-use roomserver_core::auth::{auth_events_state, auth_types_for_event, check_on_receipt, ReceiptOutcome, StateMap};
+use roomgen::naive_state::NaiveRoom;
 use roomserver_core::room_state::memory::MemoryRoom;
-use roomserver_core::state_res::resolve;
-use roomserver_core::{Pdu, RoomVersion};
-
-struct Naive {
-    rv: RoomVersion,
-    events: HashMap<String, Pdu>,
-    after: HashMap<String, StateMap<String>>,
-    before: HashMap<String, StateMap<String>>,
-    outcome: HashMap<String, (bool, bool)>,
-    extremities: BTreeSet<String>,
-    current: StateMap<String>,
-}
-
-impl Naive {
-    fn new(rv: RoomVersion) -> Self {
-        Naive { rv, events: HashMap::new(), after: HashMap::new(), before: HashMap::new(), outcome: HashMap::new(), extremities: BTreeSet::new(), current: StateMap::new() }
-    }
-
-    fn pdus(&self, state: &StateMap<String>, keys: &[(String, String)]) -> StateMap<Pdu> {
-        keys.iter().filter_map(|k| state.get(k).map(|id| (k.clone(), self.events[id].clone()))).collect()
-    }
-
-    fn ingest(&mut self, p: Pdu) {
-        let sets: Vec<StateMap<String>> = p.prev_events.iter().map(|id| self.after[id].clone()).collect();
-        let before = resolve(&self.rv, &sets, &self.events).unwrap();
-        let auth: Vec<&Pdu> = p.auth_events.iter().map(|id| &self.events[id]).collect();
-        let create = if p.event_type == "m.room.create" { Some(&p) } else { self.events.values().find(|e| e.event_type == "m.room.create") };
-        let keys = auth_types_for_event(&self.rv, &p);
-        let outcome = if let Some(bad) = p.auth_events.iter().find(|id| self.outcome[*id].0) {
-            ReceiptOutcome::Rejected(roomserver_core::auth::Rejection::new(format!("auth event {bad} was rejected")))
-        } else {
-            match auth_events_state(&self.rv, &p, &auth, create) {
-                Err(r) => ReceiptOutcome::Rejected(r),
-                Ok(auth_state) => check_on_receipt(&self.rv, &p, &auth_state, &self.pdus(&before, &keys), &self.pdus(&self.current, &keys)),
-            }
-        };
-        let (rejected, soft) = match outcome {
-            ReceiptOutcome::Accepted => (false, false),
-            ReceiptOutcome::Rejected(_) => (true, false),
-            ReceiptOutcome::SoftFailed(_) => (false, true),
-        };
-        let mut after = before.clone();
-        if let (Some(k), false) = (&p.state_key, rejected) {
-            after.insert((p.event_type.clone(), k.clone()), p.event_id.clone());
-        }
-        let id = p.event_id.clone();
-        if !rejected && !soft {
-            for prev in &p.prev_events {
-                self.extremities.remove(prev);
-            }
-            self.extremities.insert(id.clone());
-        }
-        self.before.insert(id.clone(), before);
-        self.after.insert(id.clone(), after);
-        self.outcome.insert(id.clone(), (rejected, soft));
-        self.events.insert(id, p);
-        let sets: Vec<StateMap<String>> = self.extremities.iter().map(|e| self.after[e].clone()).collect();
-        self.current = resolve(&self.rv, &sets, &self.events).unwrap();
-    }
-}
+use roomserver_core::Pdu;
 
 /// A topic change by a member without the power to change it, after `p`: rejected.
 fn rogue_topic(p: &Pdu, all: &[Pdu], n: usize) -> Option<Pdu> {
@@ -99,7 +40,7 @@ fn stored_state_equals_naive_recomputation() {
         if only.as_deref().is_some_and(|v| v != rv.id) {
             continue;
         }
-        let mut naive = Naive::new(rv);
+        let mut naive = NaiveRoom::new(rv);
         let mut room = MemoryRoom::new(rv);
         let mut snapshot_of_state: HashMap<Vec<((String, String), String)>, i64> = HashMap::new();
         let mut stream: Vec<Pdu> = Vec::new();
@@ -111,7 +52,7 @@ fn stored_state_equals_naive_recomputation() {
                 }
             }
         }
-        let mut rejected = 0;
+        let (mut rejected, mut accepted, mut total) = (0, 0, 0);
         for p in stream {
             let id = p.event_id.clone();
             naive.ingest(p.clone());
@@ -119,6 +60,8 @@ fn stored_state_equals_naive_recomputation() {
             let (rej, soft) = naive.outcome[&id];
             assert_eq!((adm.rejection.is_some(), adm.soft_failure.is_some()), (rej, soft), "v{} seed {seed} {id}: {adm:?}", rv.id);
             rejected += rej as usize;
+            accepted += !(rej || soft) as usize;
+            total += 1;
             for (snap, want) in [(adm.state_before, &naive.before[&id]), (adm.state_after, &naive.after[&id])] {
                 let got = room.state_strings(snap).unwrap();
                 assert_eq!(&got, want, "v{} seed {seed} {id}: snapshot {snap}", rv.id);
@@ -129,5 +72,8 @@ fn stored_state_equals_naive_recomputation() {
             assert_eq!(room.state_strings(room.current.unwrap_or_else(|| panic!("v{} seed {seed} {id}: no current state: {adm:?}", rv.id))).unwrap(), naive.current, "v{} seed {seed} {id}: current state", rv.id);
         }
         assert!(rejected > 5, "v{} seed {seed}: only {rejected} rejections", rv.id);
+        // The generator's events pass their own auth events; after merges a few fail against
+        // the resolved state, as on real servers. Most must be accepted.
+        assert!(accepted * 10 > total * 8, "v{} seed {seed}: only {accepted} of {total} accepted", rv.id);
     }
 }

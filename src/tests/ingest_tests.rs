@@ -69,18 +69,48 @@ mod tests {
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM roomserver.stored_events"), Ok(Some(1)));
     }
 
+    fn ingest_outlier(pdu: &Value) -> Value {
+        let sql = "SELECT roomserver.ingest_event($1, NULL, true)";
+        Spi::get_one_with_args::<JsonB>(sql, &[JsonB(pdu.clone()).into()]).unwrap().unwrap().0
+    }
+
     #[pg_test]
     fn references_to_later_events_resolve_when_they_arrive() {
         let room = small_room();
         ingest(&room[0], None);
-        ingest(&room[2], None); // the message before its prev event (the join)
-        let pending = Spi::get_one::<i64>("SELECT count(*) FROM roomserver.event_references WHERE NOT known");
-        assert_eq!(pending, Ok(Some(2)), "prev and auth reference to the join are pending");
-        ingest(&room[1], None);
-        let pending = Spi::get_one::<i64>("SELECT count(*) FROM roomserver.event_references WHERE NOT known");
-        assert_eq!(pending, Ok(Some(0)));
+        // The join as an outlier, then the message: both without state.
+        ingest_outlier(&room[1]);
+        let r = ingest_outlier(&room[2]);
+        assert_eq!(r["outlier"], json!(true));
+        assert_eq!(r["rejection"], Value::Null);
+        // The join is an outlier: the message's prev event has no state, and neither has it.
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM roomserver.stored_events WHERE state_after IS NOT NULL"), Ok(Some(1)));
+        let r = ingest(&room[1], None);
+        assert_eq!((r["outlier"].clone(), r["duplicate"].clone()), (json!(false), json!(false)));
+        let r = ingest(&room[2], None);
+        assert_eq!((r["outlier"].clone(), r["duplicate"].clone()), (json!(false), json!(false)));
+        assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM roomserver.stored_events WHERE outlier"), Ok(Some(0)));
+        assert_eq!(ingest(&room[2], None)["duplicate"], json!(true));
         let back = stored_pdu(&id(&room[2], "10"));
         assert_eq!(to_canonical_string(&back).unwrap(), to_canonical_string(&room[2]).unwrap());
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "its auth events are not known")]
+    fn an_event_with_unknown_auth_events_is_refused() {
+        let room = small_room();
+        ingest(&room[0], None);
+        ingest_outlier(&room[2]);
+    }
+
+    #[pg_test]
+    #[should_panic(expected = "its prev events are not known")]
+    fn an_event_with_unknown_prev_events_is_refused_unless_an_outlier() {
+        let room = small_room();
+        ingest(&room[0], None);
+        ingest_outlier(&room[1]);
+        // The join is an outlier: the message cannot get a state from it.
+        ingest(&room[2], None);
     }
 
     #[pg_test]

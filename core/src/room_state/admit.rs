@@ -64,7 +64,11 @@ fn check(
         Ok(s) => s,
         Err(reason) => return Ok(ReceiptOutcome::Rejected(crate::auth::Rejection::new(reason))),
     };
-    let wanted = auth_types_for_event(rv, &event.pdu);
+    // The rules read the create event from the state even where (v12) it is not an auth event.
+    let mut wanted = auth_types_for_event(rv, &event.pdu);
+    wanted.push(("m.room.create".to_owned(), String::new()));
+    wanted.sort();
+    wanted.dedup();
     let before = state_map(store, state_before, &wanted)?;
     let now = if current == state_before { before.clone() } else { state_map(store, current, &wanted)? };
     let auth_refs: StateMap<&Pdu> = auth_state.iter().map(|(k, v)| (k.clone(), v)).collect();

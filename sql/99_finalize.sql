@@ -7,7 +7,7 @@
 -- sequential scans that then ran on every call as the room grew (measured: 784 instead of 4,000+
 -- events/s after 70,000 events). enable_seqscan = off keeps those plans on the indexes; it applies
 -- only while these functions run.
-ALTER FUNCTION roomserver.ingest_event(jsonb, text) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION roomserver.ingest_event(jsonb, text) SET enable_seqscan = off;
-ALTER FUNCTION roomserver.ingest_events(jsonb, text) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION roomserver.ingest_events(jsonb, text) SET enable_seqscan = off;
+ALTER FUNCTION roomserver.ingest_event(jsonb, text, boolean) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION roomserver.ingest_event(jsonb, text, boolean) SET enable_seqscan = off;
+ALTER FUNCTION roomserver.ingest_events(jsonb, text, boolean) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION roomserver.ingest_events(jsonb, text, boolean) SET enable_seqscan = off;

@@ -1,0 +1,373 @@
+-- The state of a room at every event (seed 004: state blocks and state snapshots).
+--
+-- A state is a map (type NID, state key NID) -> event NID. A snapshot stores it as a list of at
+-- most 64 blocks, oldest first; a later block overrides an earlier one for the same key, and an
+-- entry with event NID 0 removes a key. A state change appends one block holding just the change
+-- and folds the tail blocks together while the newest is at least half the size of the one
+-- before it (a binary counter: core/src/state_blocks.rs). So a change costs storage in
+-- proportion to what changed, a state of n entries has about log2(n) blocks, blocks are shared
+-- by every snapshot that descends from the one that made them, and identical blocks are stored
+-- once (block_hash). The same state always gets the same snapshot (state_hash does not depend
+-- on the layout).
+
+CREATE SEQUENCE roomserver.state_block_nid_seq AS bigint START 1;
+CREATE SEQUENCE roomserver.state_snapshot_nid_seq AS bigint START 1;
+
+CREATE TABLE roomserver.state_blocks (
+    room_nid      bigint  NOT NULL,
+    block_nid     bigint  NOT NULL DEFAULT nextval('roomserver.state_block_nid_seq'),
+    -- sha256 of the sorted entries: equal blocks are stored once.
+    block_hash    bytea   NOT NULL,
+    entry_count   integer NOT NULL,
+    -- The newest event in the block: state resolution skips blocks older than what it seeks.
+    max_event_nid bigint  NOT NULL,
+    PRIMARY KEY (room_nid, block_nid),
+    CONSTRAINT state_blocks_block_hash_room_key UNIQUE (block_hash, room_nid)
+);
+ALTER SEQUENCE roomserver.state_block_nid_seq OWNED BY roomserver.state_blocks.block_nid;
+COMMENT ON TABLE roomserver.state_blocks IS 'State blocks: sets of (type, state key) -> event entries shared by snapshots; entries in state_block_entries.';
+
+-- One row per entry; the primary key is also the lookup path for a single key of a block.
+CREATE TABLE roomserver.state_block_entries (
+    room_nid      bigint NOT NULL,
+    block_nid     bigint NOT NULL,
+    type_nid      bigint NOT NULL,
+    state_key_nid bigint NOT NULL,
+    event_nid     bigint NOT NULL,   -- 0: the key is removed (by state resolution)
+    PRIMARY KEY (room_nid, block_nid, type_nid, state_key_nid)
+);
+COMMENT ON TABLE roomserver.state_block_entries IS 'The entries of state blocks; event_nid 0 removes a key from the state.';
+
+CREATE TABLE roomserver.state_snapshots (
+    room_nid     bigint    NOT NULL,
+    snapshot_nid bigint    NOT NULL DEFAULT nextval('roomserver.state_snapshot_nid_seq'),
+    -- Sum of the sha256 of the live entries: the same state, the same hash, whatever the layout.
+    state_hash   bytea     NOT NULL,
+    block_nids   bigint[]  NOT NULL,   -- oldest first, at most 64
+    block_sizes  integer[] NOT NULL,
+    PRIMARY KEY (room_nid, snapshot_nid),
+    CONSTRAINT state_snapshots_state_hash_room_key UNIQUE (state_hash, room_nid),
+    CONSTRAINT state_snapshots_at_most_64_blocks CHECK (cardinality(block_nids) <= 64 AND cardinality(block_nids) = cardinality(block_sizes))
+);
+ALTER SEQUENCE roomserver.state_snapshot_nid_seq OWNED BY roomserver.state_snapshots.snapshot_nid;
+COMMENT ON TABLE roomserver.state_snapshots IS 'Room states as lists of at most 64 state blocks; stored_events.state_before/state_after point here.';
+
+-- The events of a room with no successors yet: what a new local event would reference.
+CREATE TABLE roomserver.extremities (
+    room_nid  bigint NOT NULL,
+    event_nid bigint NOT NULL,
+    PRIMARY KEY (room_nid, event_nid)
+);
+COMMENT ON TABLE roomserver.extremities IS 'Accepted, not soft-failed events with no accepted successor: the leaves of the room DAG.';
+
+-- Stores a snapshot unless one with the same state exists; returns its NID. The new block (its
+-- entries given as three arrays, sorted by key) is stored unless an equal block exists.
+CREATE FUNCTION roomserver.store_snapshot(room_nid bigint, state_hash bytea, kept_blocks bigint[], kept_sizes integer[],
+                                          block_hash bytea, type_nids bigint[], state_key_nids bigint[], event_nids bigint[])
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    snap bigint;
+    block bigint;
+BEGIN
+    SELECT s.snapshot_nid INTO snap FROM roomserver.state_snapshots s
+    WHERE s.state_hash = store_snapshot.state_hash AND s.room_nid = store_snapshot.room_nid;
+    IF FOUND THEN
+        RETURN snap;
+    END IF;
+    IF cardinality(event_nids) > 0 THEN
+        SELECT b.block_nid INTO block FROM roomserver.state_blocks b
+        WHERE b.block_hash = store_snapshot.block_hash AND b.room_nid = store_snapshot.room_nid;
+        IF NOT FOUND THEN
+            INSERT INTO roomserver.state_blocks (room_nid, block_hash, entry_count, max_event_nid)
+            VALUES (store_snapshot.room_nid, store_snapshot.block_hash, cardinality(event_nids),
+                    (SELECT max(x) FROM unnest(event_nids) x))
+            RETURNING state_blocks.block_nid INTO block;
+            INSERT INTO roomserver.state_block_entries (room_nid, block_nid, type_nid, state_key_nid, event_nid)
+            SELECT store_snapshot.room_nid, block, u.t, u.k, u.e FROM unnest(type_nids, state_key_nids, event_nids) AS u(t, k, e);
+        END IF;
+        kept_blocks := kept_blocks || block;
+        kept_sizes := kept_sizes || cardinality(event_nids);
+    END IF;
+    INSERT INTO roomserver.state_snapshots (room_nid, state_hash, block_nids, block_sizes)
+    VALUES (store_snapshot.room_nid, store_snapshot.state_hash, kept_blocks, kept_sizes)
+    RETURNING state_snapshots.snapshot_nid INTO snap;
+    RETURN snap;
+END
+$$;
+
+-- The event NID for each (type NID, state key NID) pair in a snapshot, in the order given
+-- (NULL: not in the state). The newest block that has the key decides.
+CREATE FUNCTION roomserver.snapshot_lookup(room_nid bigint, snapshot_nid bigint, type_nids bigint[], state_key_nids bigint[])
+RETURNS TABLE (ord bigint, event_nid bigint)
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT k.ord,
+           (SELECT NULLIF(e.event_nid, 0)
+            FROM unnest(s.block_nids) WITH ORDINALITY AS b(block_nid, pos)
+            JOIN roomserver.state_block_entries e
+              ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid AND e.type_nid = k.t AND e.state_key_nid = k.sk
+            ORDER BY b.pos DESC LIMIT 1)
+    FROM roomserver.state_snapshots s,
+         unnest(type_nids, state_key_nids) WITH ORDINALITY AS k(t, sk, ord)
+    WHERE s.room_nid = snapshot_lookup.room_nid AND s.snapshot_nid = snapshot_lookup.snapshot_nid
+$$;
+
+-- The full state of a snapshot as NIDs.
+CREATE FUNCTION roomserver.snapshot_entries(room_nid bigint, snapshot_nid bigint)
+RETURNS TABLE (type_nid bigint, state_key_nid bigint, event_nid bigint)
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT x.type_nid, x.state_key_nid, x.event_nid
+    FROM (SELECT DISTINCT ON (e.type_nid, e.state_key_nid) e.type_nid, e.state_key_nid, e.event_nid
+          FROM roomserver.state_snapshots s
+          CROSS JOIN LATERAL unnest(s.block_nids) WITH ORDINALITY AS b(block_nid, pos)
+          JOIN roomserver.state_block_entries e ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid
+          WHERE s.room_nid = snapshot_entries.room_nid AND s.snapshot_nid = snapshot_entries.snapshot_nid
+          ORDER BY e.type_nid, e.state_key_nid, b.pos DESC) x
+    WHERE x.event_nid <> 0
+$$;
+
+-- Entries of a snapshot with event NID >= min_event_nid, from the blocks that can hold one
+-- (some may be overridden by a later block: the caller checks with snapshot_lookup).
+CREATE FUNCTION roomserver.snapshot_entries_since(room_nid bigint, snapshot_nid bigint, min_event_nid bigint)
+RETURNS TABLE (type_nid bigint, state_key_nid bigint, event_nid bigint)
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT e.type_nid, e.state_key_nid, e.event_nid
+    FROM roomserver.state_snapshots s
+    CROSS JOIN LATERAL unnest(s.block_nids) AS b(block_nid)
+    JOIN roomserver.state_blocks bl ON bl.room_nid = s.room_nid AND bl.block_nid = b.block_nid
+    JOIN roomserver.state_block_entries e ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid
+    WHERE s.room_nid = snapshot_entries_since.room_nid AND s.snapshot_nid = snapshot_entries_since.snapshot_nid
+      AND bl.max_event_nid >= min_event_nid AND e.event_nid >= min_event_nid
+$$;
+
+-- The event of a room by its ID, or ERROR P0002 (404 M_NOT_FOUND).
+CREATE FUNCTION roomserver.find_event(room_id text, event_id text, OUT room_nid bigint, OUT event_nid bigint,
+                                      OUT state_before bigint, OUT state_after bigint, OUT outlier boolean)
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT r.room_nid INTO room_nid FROM roomserver.rooms r WHERE r.room_id = find_event.room_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'room % not found', find_event.room_id USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT e.event_nid, e.state_before, e.state_after, e.outlier INTO event_nid, state_before, state_after, outlier
+    FROM roomserver.stored_events e WHERE e.event_id = find_event.event_id AND e.room_nid = find_event.room_nid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % not found in room %', find_event.event_id, find_event.room_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+-- The event by ID alone (event IDs are unique across rooms from room version 3 on; for older
+-- rooms the first room that has it), or ERROR P0002.
+CREATE FUNCTION roomserver.find_event(event_id text, OUT room_nid bigint, OUT event_nid bigint,
+                                      OUT state_before bigint, OUT state_after bigint, OUT outlier boolean)
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT e.room_nid, e.event_nid, e.state_before, e.state_after, e.outlier
+    INTO room_nid, event_nid, state_before, state_after, outlier
+    FROM roomserver.stored_events e WHERE e.event_id = find_event.event_id ORDER BY e.room_nid LIMIT 1;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'event % not found', find_event.event_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+-- The state before (or after) an event: all of it, only some types, or only some
+-- (type, state_key) pairs (a two-column array: ARRAY[['m.room.member', '@a:x'], ...]).
+-- (PL/pgSQL cannot name an input and an output column alike: the body is state_at_nids.)
+CREATE FUNCTION roomserver.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
+RETURNS TABLE (event_type text, state_key text, state_event_id text)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev record;
+    snap bigint;
+BEGIN
+    IF the_event_id IS NULL THEN
+        RAISE EXCEPTION 'event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF pairs IS NOT NULL AND array_ndims(pairs) IS NOT NULL AND (array_ndims(pairs) <> 2 OR array_length(pairs, 2) <> 2) THEN
+        RAISE EXCEPTION 'pairs must be a two-dimensional array of (type, state_key) pairs, like ARRAY[[''m.room.member'', ''@a:example.org'']]'
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    ev := roomserver.find_event(the_event_id);
+    IF ev.outlier THEN
+        RAISE EXCEPTION 'event % is an outlier: its state is not known', the_event_id
+            USING ERRCODE = 'no_data_found', HINT = 'Ingest it again with its prev events once they are known.';
+    END IF;
+    snap := CASE WHEN COALESCE(after, false) THEN ev.state_after ELSE ev.state_before END;
+    IF pairs IS NOT NULL THEN
+        RETURN QUERY
+        SELECT p.t, p.k, x.event_id
+        FROM (SELECT pairs[i][1] AS t, pairs[i][2] AS k, i FROM generate_subscripts(pairs, 1) AS i) p
+        JOIN roomserver.event_types et ON et.event_type = p.t
+        JOIN roomserver.event_state_keys ek ON ek.state_key = p.k AND ek.room_nid = ev.room_nid
+        CROSS JOIN LATERAL roomserver.snapshot_lookup(ev.room_nid, snap, ARRAY[et.event_type_nid], ARRAY[ek.state_key_nid]) l
+        JOIN roomserver.stored_events x ON x.room_nid = ev.room_nid AND x.event_nid = l.event_nid
+        ORDER BY p.i;
+    ELSE
+        RETURN QUERY
+        SELECT et.event_type, ek.state_key, x.event_id
+        FROM roomserver.snapshot_entries(ev.room_nid, snap) s
+        JOIN roomserver.event_types et ON et.event_type_nid = s.type_nid
+        JOIN roomserver.event_state_keys ek ON ek.room_nid = ev.room_nid AND ek.state_key_nid = s.state_key_nid
+        JOIN roomserver.stored_events x ON x.room_nid = ev.room_nid AND x.event_nid = s.event_nid
+        WHERE types IS NULL OR et.event_type = ANY (types)
+        ORDER BY et.event_type, ek.state_key;
+    END IF;
+END
+$$;
+CREATE FUNCTION roomserver.state_at_event(event_id text, after boolean DEFAULT false, types text[] DEFAULT NULL, pairs text[] DEFAULT NULL)
+RETURNS TABLE (type text, state_key text, event_id text)
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$ SELECT * FROM roomserver.state_at_nids($1, $2, $3, $4) $$;
+COMMENT ON FUNCTION roomserver.state_at_event(text, boolean, text[], text[]) IS 'The room state before (after => true: after) an event: all of it, some types, or some (type, state_key) pairs.';
+
+-- The auth chain of events as event NIDs: their auth events and the stored chains of those
+-- (every auth event is a state event, which keeps its chain in stored_events.auth_chain).
+CREATE FUNCTION roomserver.auth_chain_nids(room_nid bigint, event_nids bigint[])
+RETURNS TABLE (event_nid bigint)
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT DISTINCT x.n
+    FROM roomserver.event_edges ed
+    JOIN roomserver.stored_events a ON a.room_nid = ed.room_nid AND a.event_nid = ed.target_nid
+    CROSS JOIN LATERAL (SELECT a.event_nid UNION ALL SELECT unnest(roomserver.nid_set_decode(a.auth_chain))) AS x(n)
+    WHERE ed.room_nid = auth_chain_nids.room_nid AND ed.event_nid = ANY (event_nids) AND ed.kind = 'a'
+$$;
+
+-- The auth chain of a whole state: the stored chains of its events (not the events themselves,
+-- unless one is in another's chain), as the state_ids and state responses list it.
+CREATE FUNCTION roomserver.state_auth_chain(room_nid bigint, snapshot_nid bigint)
+RETURNS TABLE (event_nid bigint)
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT DISTINCT c.n
+    FROM roomserver.snapshot_entries(room_nid, snapshot_nid) s
+    JOIN roomserver.stored_events e ON e.room_nid = state_auth_chain.room_nid AND e.event_nid = s.event_nid
+    CROSS JOIN LATERAL unnest(roomserver.nid_set_decode(e.auth_chain)) AS c(n)
+$$;
+
+-- The federation body of GET /_matrix/federation/v1/state_ids/{room_id}?event_id=...: the state
+-- before the event and the auth chain of that state.
+CREATE FUNCTION roomserver.state_ids(room_id text, event_id text) RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev record;
+    pdu_ids jsonb;
+    chain_ids jsonb;
+BEGIN
+    IF state_ids.room_id IS NULL OR state_ids.event_id IS NULL THEN
+        RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    ev := roomserver.find_event(state_ids.room_id, state_ids.event_id);
+    IF ev.outlier THEN
+        RAISE EXCEPTION 'the state at event % is not known (outlier)', state_ids.event_id USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT COALESCE(jsonb_agg(x.event_id ORDER BY x.event_nid), '[]') INTO pdu_ids
+    FROM roomserver.snapshot_entries(ev.room_nid, ev.state_before) s
+    JOIN roomserver.stored_events x ON x.room_nid = ev.room_nid AND x.event_nid = s.event_nid;
+    SELECT COALESCE(jsonb_agg(x.event_id ORDER BY x.event_nid), '[]') INTO chain_ids
+    FROM roomserver.state_auth_chain(ev.room_nid, ev.state_before) c
+    JOIN roomserver.stored_events x ON x.room_nid = ev.room_nid AND x.event_nid = c.event_nid;
+    RETURN jsonb_build_object('pdu_ids', pdu_ids, 'auth_chain_ids', chain_ids);
+END
+$$;
+
+-- The federation body of GET /_matrix/federation/v1/state/{room_id}?event_id=...: the same as
+-- state_ids with the PDUs themselves, in the room version's federation format.
+CREATE FUNCTION roomserver.state(room_id text, event_id text) RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev record;
+    pdus jsonb;
+    chain jsonb;
+BEGIN
+    IF state.room_id IS NULL OR state.event_id IS NULL THEN
+        RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    ev := roomserver.find_event(state.room_id, state.event_id);
+    IF ev.outlier THEN
+        RAISE EXCEPTION 'the state at event % is not known (outlier)', state.event_id USING ERRCODE = 'no_data_found';
+    END IF;
+    SELECT COALESCE(jsonb_agg(roomserver.event_pdu(ev.room_nid, s.event_nid) ORDER BY s.event_nid), '[]') INTO pdus
+    FROM roomserver.snapshot_entries(ev.room_nid, ev.state_before) s;
+    SELECT COALESCE(jsonb_agg(roomserver.event_pdu(ev.room_nid, c.event_nid) ORDER BY c.event_nid), '[]') INTO chain
+    FROM roomserver.state_auth_chain(ev.room_nid, ev.state_before) c;
+    RETURN jsonb_build_object('pdus', pdus, 'auth_chain', chain);
+END
+$$;
+
+-- The room of a room ID, or ERROR P0002 (404 M_NOT_FOUND).
+CREATE FUNCTION roomserver.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    SELECT r.room_nid, r.current_state, r.room_version INTO room_nid, current_state, room_version
+    FROM roomserver.rooms r WHERE r.room_id = find_room.room_id;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'room % not found', find_room.room_id USING ERRCODE = 'no_data_found';
+    END IF;
+END
+$$;
+
+-- The forward extremities of a room: the event IDs a new event would reference as prev_events.
+CREATE FUNCTION roomserver.forward_extremities(room_id text) RETURNS SETOF text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT e.event_id
+    FROM roomserver.find_room(room_id) r
+    JOIN roomserver.extremities x ON x.room_nid = r.room_nid
+    JOIN roomserver.stored_events e ON e.room_nid = x.room_nid AND e.event_nid = x.event_nid
+    ORDER BY e.depth, e.event_id
+$$;
+
+-- The membership of a user in the state before (or after) an event: join, invite, leave, ban,
+-- knock, or NULL when the user has no member event there.
+CREATE FUNCTION roomserver.membership_at_event(event_id text, user_id text, after boolean DEFAULT false) RETURNS text
+LANGUAGE sql STABLE PARALLEL SAFE
+AS $$
+    SELECT roomserver.event_pdu(x.room_nid, x.event_nid) -> 'content' ->> 'membership'
+    FROM roomserver.state_at_event(event_id, after, NULL, ARRAY[['m.room.member', user_id]]) s
+    JOIN roomserver.stored_events x ON x.event_id = s.event_id
+    ORDER BY x.room_nid LIMIT 1
+$$;
+
+-- The current state of every room, readable.
+CREATE VIEW roomserver.current_state AS
+SELECT r.room_id,
+       t.event_type AS type,
+       k.state_key,
+       e.event_id,
+       sk.state_key AS sender,
+       e.pdu_rest -> 'content' AS content
+FROM roomserver.rooms r
+CROSS JOIN LATERAL roomserver.snapshot_entries(r.room_nid, r.current_state) s
+JOIN roomserver.event_types t ON t.event_type_nid = s.type_nid
+JOIN roomserver.event_state_keys k ON k.room_nid = r.room_nid AND k.state_key_nid = s.state_key_nid
+JOIN roomserver.stored_events e ON e.room_nid = r.room_nid AND e.event_nid = s.event_nid
+JOIN roomserver.event_state_keys sk ON sk.room_nid = r.room_nid AND sk.state_key_nid = e.sender_nid
+WHERE r.current_state IS NOT NULL;
+COMMENT ON VIEW roomserver.current_state IS 'The current state of every room: the resolved state after its forward extremities.';
+
+-- Members of every room in its current state.
+CREATE VIEW roomserver.room_members AS
+SELECT c.room_id, c.state_key AS user_id, c.content ->> 'membership' AS membership
+FROM roomserver.current_state c
+WHERE c.type = 'm.room.member';
+COMMENT ON VIEW roomserver.room_members IS 'Every user with a member event in the current state of a room, and their membership.';

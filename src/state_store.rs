@@ -1,0 +1,302 @@
+//! The core's `StateStore` over the state tables (sql/06_state.sql), through kept SPI plans.
+//! One store serves one ingest call: it caches what it reads (snapshots, blocks, events, auth
+//! chains) and holds the events the call has admitted but not yet written, so later events of
+//! the same batch see them.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::spi::SpiClient;
+use roomserver_core::room_state::{Snapshot, StateStore, StoredEvent};
+use roomserver_core::state_blocks::{block_hash, BlockRef, Entry, StateHash};
+use roomserver_core::{nid_set, Error, Pdu, Result, RoomVersion};
+use serde_json::Value;
+
+use crate::spi_plans::{execute, Statement, BYTEA, INT4_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
+
+const SNAPSHOT: Statement = Statement {
+    name: "state.snapshot",
+    sql: "SELECT state_hash, block_nids, block_sizes FROM roomserver.state_snapshots WHERE room_nid = $1 AND snapshot_nid = $2",
+    args: &[INT8, INT8],
+    mutating: false,
+};
+const BLOCK: Statement = Statement {
+    name: "state.block",
+    sql: "SELECT type_nid, state_key_nid, event_nid FROM roomserver.state_block_entries
+          WHERE room_nid = $1 AND block_nid = $2 ORDER BY type_nid, state_key_nid",
+    args: &[INT8, INT8],
+    mutating: false,
+};
+const LOOKUP: Statement = Statement {
+    name: "state.lookup",
+    sql: "SELECT ord, event_nid FROM roomserver.snapshot_lookup($1, $2, $3, $4)",
+    args: &[INT8, INT8, INT8_ARRAY, INT8_ARRAY],
+    mutating: false,
+};
+const ENTRIES_SINCE: Statement = Statement {
+    name: "state.entries_since",
+    sql: "SELECT type_nid, state_key_nid, event_nid FROM roomserver.snapshot_entries_since($1, $2, $3)",
+    args: &[INT8, INT8, INT8],
+    mutating: false,
+};
+const STORE_SNAPSHOT: Statement = Statement {
+    name: "state.store_snapshot",
+    sql: "SELECT roomserver.store_snapshot($1, $2, $3, $4, $5, $6, $7, $8)",
+    args: &[INT8, BYTEA, INT8_ARRAY, INT4_ARRAY, BYTEA, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY],
+    mutating: true,
+};
+const EVENTS: Statement = Statement {
+    name: "state.events",
+    sql: "SELECT e.event_nid, e.event_type_nid, e.state_key_nid, e.rejection IS NOT NULL, e.state_after,
+                 roomserver.event_pdu(e.room_nid, e.event_nid), e.auth_chain
+          FROM roomserver.stored_events e WHERE e.room_nid = $1 AND e.event_nid = ANY ($2)",
+    args: &[INT8, INT8_ARRAY],
+    mutating: false,
+};
+const EVENT_NID: Statement = Statement {
+    name: "state.event_nid",
+    sql: "SELECT e.event_nid FROM roomserver.stored_events e WHERE e.event_id = $2 AND e.room_nid = $1",
+    args: &[INT8, crate::spi_plans::TEXT],
+    mutating: false,
+};
+const KEY_NIDS: Statement = Statement {
+    name: "state.key_nids",
+    sql: "SELECT u.ord, t.event_type_nid, k.state_key_nid
+          FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(t, k, ord)
+          JOIN roomserver.event_types t ON t.event_type = u.t
+          JOIN roomserver.event_state_keys k ON k.state_key = u.k AND k.room_nid = $1",
+    args: &[INT8, TEXT_ARRAY, TEXT_ARRAY],
+    mutating: false,
+};
+
+/// Per-room caches, kept for the whole call.
+#[derive(Default)]
+struct RoomCache {
+    snapshots: HashMap<i64, Rc<Snapshot>>,
+    blocks: HashMap<i64, Rc<Vec<Entry>>>,
+    events: HashMap<i64, Rc<StoredEvent>>,
+    ids: HashMap<String, i64>,
+    chains: HashMap<i64, Rc<Vec<i64>>>,
+    keys: HashMap<(String, String), Option<(i64, i64)>>,
+}
+
+pub struct SpiStateStore<'a, 'conn> {
+    client: &'a mut SpiClient<'conn>,
+    rooms: HashMap<i64, RoomCache>,
+    room_nid: i64,
+    rv: RoomVersion,
+}
+
+impl<'a, 'conn> SpiStateStore<'a, 'conn> {
+    pub fn new(client: &'a mut SpiClient<'conn>, rv: RoomVersion) -> Self {
+        SpiStateStore { client, rooms: HashMap::new(), room_nid: 0, rv }
+    }
+
+    /// Points the store at a room; the caches of other rooms are kept.
+    pub fn set_room(&mut self, room_nid: i64, rv: RoomVersion) {
+        self.room_nid = room_nid;
+        self.rv = rv;
+    }
+
+    pub fn client(&mut self) -> &mut SpiClient<'conn> {
+        self.client
+    }
+
+    fn cache(&mut self) -> &mut RoomCache {
+        self.rooms.entry(self.room_nid).or_default()
+    }
+
+    /// Makes an event admitted by this call visible to the rest of it.
+    pub fn remember(&mut self, event: StoredEvent, auth_chain: Vec<i64>) {
+        let c = self.cache();
+        c.ids.insert(event.pdu.event_id.clone(), event.nid);
+        c.chains.insert(event.nid, Rc::new(auth_chain));
+        c.events.insert(event.nid, Rc::new(event));
+    }
+}
+
+fn storage_error(what: &str) -> Error {
+    Error::invalid(None, format!("corrupt state storage: {what}"))
+}
+
+impl StateStore for SpiStateStore<'_, '_> {
+    fn snapshot(&mut self, nid: i64) -> Result<Rc<Snapshot>> {
+        if let Some(s) = self.cache().snapshots.get(&nid) {
+            return Ok(s.clone());
+        }
+        let room = self.room_nid;
+        let row: Option<(Vec<u8>, Vec<i64>, Vec<i32>)> = execute(self.client, &SNAPSHOT, &[room.into(), nid.into()], |t| {
+            t.into_iter().next().map(|r| {
+                (r.get(1).ok().flatten().unwrap_or_default(), r.get(2).ok().flatten().unwrap_or_default(), r.get(3).ok().flatten().unwrap_or_default())
+            })
+        });
+        let (hash, ids, sizes) = row.ok_or_else(|| Error::not_found(format!("state snapshot {nid} of room NID {room}")))?;
+        let hash: [u8; 32] = hash.try_into().map_err(|_| storage_error("state hash is not 32 bytes"))?;
+        let blocks = ids.into_iter().zip(sizes).map(|(id, len)| BlockRef { id, len: len as usize }).collect();
+        let snap = Rc::new(Snapshot { nid, hash: StateHash(hash), blocks });
+        self.cache().snapshots.insert(nid, snap.clone());
+        Ok(snap)
+    }
+
+    fn block(&mut self, block_nid: i64) -> Result<Rc<Vec<Entry>>> {
+        if let Some(b) = self.cache().blocks.get(&block_nid) {
+            return Ok(b.clone());
+        }
+        let room = self.room_nid;
+        let entries: Vec<Entry> = execute(self.client, &BLOCK, &[room.into(), block_nid.into()], |t| t.map(entry_of).collect());
+        let b = Rc::new(entries);
+        self.cache().blocks.insert(block_nid, b.clone());
+        Ok(b)
+    }
+
+    fn lookup(&mut self, snapshot: i64, keys: &[(i64, i64)]) -> Result<Vec<Option<i64>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (types, sks): (Vec<i64>, Vec<i64>) = keys.iter().copied().unzip();
+        let mut out = vec![None; keys.len()];
+        let room = self.room_nid;
+        execute(self.client, &LOOKUP, &[room.into(), snapshot.into(), types.into(), sks.into()], |t| {
+            for r in t {
+                let ord: i64 = r.get(1).ok().flatten().unwrap_or_default();
+                if let Some(slot) = out.get_mut((ord - 1) as usize) {
+                    *slot = r.get(2).ok().flatten();
+                }
+            }
+        });
+        Ok(out)
+    }
+
+    fn entries_since(&mut self, snapshot: i64, min_event_nid: i64) -> Result<Vec<Entry>> {
+        let room = self.room_nid;
+        let found: Vec<Entry> =
+            execute(self.client, &ENTRIES_SINCE, &[room.into(), snapshot.into(), min_event_nid.into()], |t| t.map(entry_of).collect());
+        // Keep the entries a later block does not override.
+        let keys: Vec<(i64, i64)> = found.iter().map(Entry::key).collect();
+        let live = self.lookup(snapshot, &keys)?;
+        let mut out: Vec<Entry> = found.into_iter().zip(live).filter(|(e, l)| *l == Some(e.event_nid)).map(|(e, _)| e).collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
+    fn save_snapshot(&mut self, kept: &[BlockRef<i64>], new_block: Vec<Entry>, hash: StateHash) -> Result<i64> {
+        let room = self.room_nid;
+        let kept_ids: Vec<i64> = kept.iter().map(|b| b.id).collect();
+        let kept_sizes: Vec<i32> = kept.iter().map(|b| b.len as i32).collect();
+        let bh = block_hash(&new_block).to_vec();
+        let (mut t, mut k, mut e) = (Vec::new(), Vec::new(), Vec::new());
+        for x in &new_block {
+            t.push(x.type_nid);
+            k.push(x.state_key_nid);
+            e.push(x.event_nid);
+        }
+        let nid: Option<i64> = execute(
+            self.client,
+            &STORE_SNAPSHOT,
+            &[room.into(), hash.0.to_vec().into(), kept_ids.into(), kept_sizes.into(), bh.into(), t.into(), k.into(), e.into()],
+            |t| t.into_iter().next().and_then(|r| r.get(1).ok().flatten()),
+        );
+        nid.ok_or_else(|| storage_error("store_snapshot returned no snapshot"))
+    }
+
+    fn events(&mut self, nids: &[i64]) -> Result<Vec<Rc<StoredEvent>>> {
+        let missing: Vec<i64> = {
+            let c = self.cache();
+            let mut m: Vec<i64> = nids.iter().copied().filter(|n| !c.events.contains_key(n)).collect();
+            m.sort_unstable();
+            m.dedup();
+            m
+        };
+        if !missing.is_empty() {
+            let room = self.room_nid;
+            let rows: Vec<(i64, i64, Option<i64>, bool, Option<i64>, Value, Option<Vec<u8>>)> =
+                execute(self.client, &EVENTS, &[room.into(), missing.into()], |t| {
+                    t.map(|r| {
+                        let pdu: Option<pgrx::JsonB> = r.get(6).ok().flatten();
+                        (
+                            r.get(1).ok().flatten().unwrap_or_default(),
+                            r.get(2).ok().flatten().unwrap_or_default(),
+                            r.get(3).ok().flatten(),
+                            r.get(4).ok().flatten().unwrap_or_default(),
+                            r.get(5).ok().flatten(),
+                            pdu.map(|j| j.0).unwrap_or(Value::Null),
+                            r.get(7).ok().flatten(),
+                        )
+                    })
+                    .collect()
+                });
+            let rv = self.rv;
+            for (nid, type_nid, state_key_nid, rejected, state_after, json, chain) in rows {
+                let pdu = Pdu::from_json(&json, &rv).map_err(|e| storage_error(&format!("stored event NID {nid}: {}", e.message)))?;
+                let c = self.cache();
+                c.ids.insert(pdu.event_id.clone(), nid);
+                if let Some(bytes) = chain {
+                    c.chains.insert(nid, Rc::new(nid_set::decode(&bytes)?));
+                }
+                c.events.insert(nid, Rc::new(StoredEvent { nid, type_nid, state_key_nid, rejected, state_after, pdu }));
+            }
+        }
+        let c = self.cache();
+        nids.iter()
+            .map(|n| c.events.get(n).cloned().ok_or_else(|| Error::not_found(format!("event NID {n} is not stored"))))
+            .collect()
+    }
+
+    fn event_nid(&mut self, event_id: &str) -> Result<Option<i64>> {
+        if let Some(n) = self.cache().ids.get(event_id) {
+            return Ok(Some(*n));
+        }
+        let room = self.room_nid;
+        let nid: Option<i64> =
+            execute(self.client, &EVENT_NID, &[room.into(), event_id.into()], |t| t.into_iter().next().and_then(|r| r.get(1).ok().flatten()));
+        if let Some(n) = nid {
+            self.cache().ids.insert(event_id.to_owned(), n);
+        }
+        Ok(nid)
+    }
+
+    fn auth_chain(&mut self, nid: i64) -> Result<Rc<Vec<i64>>> {
+        if let Some(c) = self.cache().chains.get(&nid) {
+            return Ok(c.clone());
+        }
+        // Loading the event loads its chain; events without one (non-state) have none.
+        self.events(&[nid])?;
+        Ok(self.cache().chains.entry(nid).or_insert_with(|| Rc::new(Vec::new())).clone())
+    }
+
+    fn key_nids(&mut self, keys: &[(String, String)]) -> Result<Vec<Option<(i64, i64)>>> {
+        let missing: Vec<&(String, String)> = keys.iter().filter(|k| !self.cache().keys.contains_key(*k)).collect();
+        if !missing.is_empty() {
+            let types: Vec<String> = missing.iter().map(|k| k.0.clone()).collect();
+            let sks: Vec<String> = missing.iter().map(|k| k.1.clone()).collect();
+            let room = self.room_nid;
+            let mut found: Vec<Option<(i64, i64)>> = vec![None; missing.len()];
+            execute(self.client, &KEY_NIDS, &[room.into(), types.into(), sks.into()], |t| {
+                for r in t {
+                    let ord: i64 = r.get(1).ok().flatten().unwrap_or_default();
+                    let tn: i64 = r.get(2).ok().flatten().unwrap_or_default();
+                    let kn: i64 = r.get(3).ok().flatten().unwrap_or_default();
+                    if let Some(slot) = found.get_mut((ord - 1) as usize) {
+                        *slot = Some((tn, kn));
+                    }
+                }
+            });
+            let owned: Vec<(String, String)> = missing.into_iter().cloned().collect();
+            let c = self.cache();
+            for (k, v) in owned.into_iter().zip(found) {
+                c.keys.insert(k, v);
+            }
+        }
+        let c = self.cache();
+        Ok(keys.iter().map(|k| c.keys.get(k).copied().flatten()).collect())
+    }
+}
+
+fn entry_of(r: pgrx::spi::SpiHeapTupleData<'_>) -> Entry {
+    Entry {
+        type_nid: r.get(1).ok().flatten().unwrap_or_default(),
+        state_key_nid: r.get(2).ok().flatten().unwrap_or_default(),
+        event_nid: r.get(3).ok().flatten().unwrap_or_default(),
+    }
+}
