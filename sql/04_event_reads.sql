@@ -68,6 +68,7 @@ SELECT r.room_id,
        e.rejection IS NOT NULL AS rejected,
        e.rejection,
        e.soft_failure IS NOT NULL AS soft_failed,
+       e.soft_failure,
        e.outlier,
        e.room_nid,
        e.event_nid

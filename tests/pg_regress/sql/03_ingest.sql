@@ -42,19 +42,25 @@ SELECT roomserver.event_id_for(:'merge', '10') AS merge_id \gset
 -- An event of an unknown room needs its create event first (or a room version).
 SELECT roomserver.ingest_event(:'alice_join');
 
--- Ingest: the create event first, then the rest in one batch; the merge event arrives before
--- its prev events, so its references wait until they are known.
+-- Ingest: the create event first, then alice's join. The merge event arrives before its prev
+-- events: with state it is refused (naming what is missing); as an outlier it is stored without
+-- state, its references waiting until they are known.
 SELECT roomserver.ingest_event(:'create_pdu');
+SELECT roomserver.ingest_event(:'alice_join') ->> 'outlier' AS outlier;
 SELECT roomserver.ingest_event(:'merge');
+SELECT roomserver.ingest_event(:'merge', outlier => true) - 'event_nid' - 'event_id';
 SELECT kind, position, known FROM roomserver.event_references
 WHERE event_id = :'merge_id' ORDER BY kind DESC, position;
 SELECT r->>'event_id' = id AS id_ok, (r->>'event_nid')::bigint AS event_nid, r->'duplicate' AS duplicate
-FROM roomserver.ingest_events(jsonb_build_array(:'alice_join'::jsonb, :'join_rules'::jsonb, :'topic'::jsonb, :'message'::jsonb))
+FROM roomserver.ingest_events(jsonb_build_array(:'join_rules'::jsonb, :'topic'::jsonb, :'message'::jsonb))
      WITH ORDINALITY AS t(r, n)
-JOIN unnest(ARRAY[:'alice_join_id', :'join_rules_id', :'topic_id', :'message_id']) WITH ORDINALITY AS u(id, n) USING (n)
+JOIN unnest(ARRAY[:'join_rules_id', :'topic_id', :'message_id']) WITH ORDINALITY AS u(id, n) USING (n)
 ORDER BY n;
 SELECT kind, position, known FROM roomserver.event_references
 WHERE event_id = :'merge_id' ORDER BY kind DESC, position;
+-- Its prev events known, the outlier is ingested again and gets its state.
+SELECT r->'outlier' AS outlier, r->'duplicate' AS duplicate FROM roomserver.ingest_event(:'merge') AS r;
+SELECT event_id = :'merge_id' AS is_merge, outlier, rejected FROM roomserver.events WHERE event_id = :'merge_id';
 
 -- Ingesting the same PDU again changes nothing and returns the same NID.
 SELECT (roomserver.ingest_event(:'topic')->>'event_nid')::bigint = roomserver.event_nid(:'topic_id') AS same_nid,

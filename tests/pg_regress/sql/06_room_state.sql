@@ -1,0 +1,65 @@
+-- A DBA and a front end looking at room state: the sample room (roomgen --sample: room version
+-- 12, 40 events, forks, bans, a soft-failed event) loaded and queried.
+CREATE FUNCTION pg_temp.try(statement text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE statement;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+CREATE TEMP TABLE sample (n serial, pdu jsonb);
+\copy sample (pdu) FROM 'roomgen/sample/room-v12.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')
+SELECT count(*) AS events,
+       count(*) FILTER (WHERE r->>'rejection' IS NOT NULL) AS rejected,
+       count(*) FILTER (WHERE r->>'soft_failure' IS NOT NULL) AS soft_failed
+FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM sample)) AS r;
+SELECT room_id FROM roomserver.rooms WHERE room_version = '12' \gset
+
+-- Who is in the room, and its current state.
+SELECT user_id, membership FROM roomserver.room_members WHERE room_id = :'room_id' ORDER BY user_id;
+SELECT type, state_key, sender, content FROM roomserver.current_state
+WHERE room_id = :'room_id' AND type <> 'm.room.member' ORDER BY type, state_key;
+SELECT depth, type, state_key, sender FROM roomserver.events
+WHERE room_id = :'room_id' AND event_id IN (SELECT roomserver.forward_extremities(:'room_id'));
+
+-- Events the checks on receipt did not accept.
+SELECT depth, type, state_key, sender, rejected, soft_failed, outlier, coalesce(rejection, soft_failure) AS why
+FROM roomserver.events WHERE room_id = :'room_id' AND (rejected OR soft_failed OR outlier) ORDER BY depth, event_id;
+
+-- The state at an event: some types, some pairs, a user's membership before and after.
+SELECT event_id AS ban_id FROM roomserver.events
+WHERE room_id = :'room_id' AND type = 'm.room.member' AND state_key = '@user5:s2.example' AND sender <> state_key
+ORDER BY depth LIMIT 1 \gset
+SELECT type, state_key FROM roomserver.state_at_event(:'ban_id', types => ARRAY['m.room.member', 'm.room.power_levels']);
+SELECT type, state_key, event_id = :'ban_id' AS is_the_ban
+FROM roomserver.state_at_event(:'ban_id', after => true, pairs => ARRAY[['m.room.member', '@user5:s2.example'], ['m.room.topic', ''], ['m.room.nothing', '']]);
+SELECT roomserver.membership_at_event(:'ban_id', '@user5:s2.example') AS before,
+       roomserver.membership_at_event(:'ban_id', '@user5:s2.example', after => true) AS after;
+
+-- /state_ids and /state bodies: the state before the event and its auth chain, in agreement.
+SELECT jsonb_array_length(s->'pdu_ids') AS state_events, jsonb_array_length(s->'auth_chain_ids') AS auth_chain_events
+FROM roomserver.state_ids(:'room_id', :'ban_id') AS s;
+SELECT (SELECT jsonb_agg(roomserver.event_id_for(p, '12') ORDER BY roomserver.event_id_for(p, '12')) FROM jsonb_array_elements(st->'pdus') p)
+     = (SELECT jsonb_agg(i ORDER BY i) FROM jsonb_array_elements_text(si->'pdu_ids') i) AS same_state,
+       (SELECT jsonb_agg(roomserver.event_id_for(p, '12') ORDER BY roomserver.event_id_for(p, '12')) FROM jsonb_array_elements(st->'auth_chain') p)
+     = (SELECT jsonb_agg(i ORDER BY i) FROM jsonb_array_elements_text(si->'auth_chain_ids') i) AS same_auth_chain,
+       (SELECT bool_and(NOT p ? 'event_id') FROM jsonb_array_elements(st->'pdus') p) AS federation_format
+FROM roomserver.state(:'room_id', :'ban_id') AS st, roomserver.state_ids(:'room_id', :'ban_id') AS si;
+-- The state before the ban, from state_ids, equals state_at_event.
+SELECT (SELECT array_agg(i ORDER BY i) FROM jsonb_array_elements_text(roomserver.state_ids(:'room_id', :'ban_id')->'pdu_ids') i)
+     = (SELECT array_agg(event_id ORDER BY event_id) FROM roomserver.state_at_event(:'ban_id')) AS agree;
+
+-- Storage: equal states share a snapshot; blocks are shared.
+SELECT count(DISTINCT state_after) AS distinct_states, count(*) AS events FROM roomserver.stored_events;
+SELECT count(*) AS snapshots, max(cardinality(block_nids)) AS max_blocks FROM roomserver.state_snapshots;
+SELECT count(*) AS blocks, sum(entry_count) AS entries FROM roomserver.state_blocks;
+
+-- Bad input: unknown room, unknown event, an event of another room: 404 (P0002).
+SELECT pg_temp.try($$SELECT roomserver.state_ids('!nowhere:example.org', 'x')$$);
+SELECT pg_temp.try(format('SELECT roomserver.state_ids(%L, %L)', :'room_id', '$unknown'));
+SELECT pg_temp.try(format('SELECT roomserver.state(%L, %L)', '!demo:example.org', :'ban_id'));
+SELECT pg_temp.try($$SELECT * FROM roomserver.state_at_event('$unknown')$$);
+SELECT pg_temp.try(format('SELECT * FROM roomserver.state_at_event(%L, pairs => ARRAY[''a'', ''b''])', :'ban_id'));
+SELECT pg_temp.try($$SELECT roomserver.forward_extremities('!nowhere:example.org')$$);
+SELECT count(*) AS integrity_problems FROM roomserver.check_integrity();
