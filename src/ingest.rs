@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
-use roomserver_core::room_state::{admit, chain_from_auth_events, check_outlier, resolve_snapshots, StoredEvent};
+use roomserver_core::room_state::{admit, chain_from_auth_events, check_outlier, resolve_snapshots, superseded_extremities, StoredEvent};
 use roomserver_core::stored_form::{room_version_for, split, StoredForm};
 use roomserver_core::{nid_set, Error, RoomVersion};
 use serde_json::{json, Value};
@@ -126,7 +126,8 @@ const UPGRADE_OUTLIERS: Statement = Statement {
 // needs to know about them.
 const FIND_EVENTS: Statement = Statement {
     name: "ingest.find_events",
-    sql: "SELECT s.event_id, s.room_nid, s.event_nid, s.outlier, s.state_after FROM roomserver.stored_events s
+    sql: "SELECT s.event_id, s.room_nid, s.event_nid, s.outlier, s.state_after, s.rejection IS NOT NULL OR s.soft_failure IS NOT NULL
+          FROM roomserver.stored_events s
           WHERE s.event_id = ANY ($1) AND s.room_nid + 0 = ANY ($2)",
     args: &[TEXT_ARRAY, INT8_ARRAY],
     mutating: false,
@@ -341,12 +342,14 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
 
         // 7. Admit each event in order.
         let mut outcomes: HashMap<(String, i64), Outcome> = HashMap::new();
+        let mut known_by_nid: HashMap<(i64, i64), Known> = known.iter().map(|((_, r), k)| ((*r, k.nid), k.clone())).collect();
+        let mut batch_prevs: HashMap<(i64, i64), Vec<i64>> = HashMap::new();
         let mut store = SpiStateStore::new(client, RoomVersion::from_id("10").or_raise(context));
         for (i, f) in fresh.iter().enumerate() {
             let pdu = &f.pdu;
             let r = rooms[&pdu.room_id];
             let rv = RoomVersion::from_id(&versions[&pdu.room_id]).or_raise(context);
-            store.set_room(r, rv);
+            store.set_room(r, &pdu.room_id, rv);
             let key = (pdu.event_id.clone(), r);
             let existing = known.get(&key).cloned();
             let upgrade = match &existing {
@@ -379,7 +382,16 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
             let type_nid = type_nids[&pdu.event_type];
             let state_key_nid = pdu.state_key.as_ref().map(|k| key_nids[&(r, k.clone())]);
             let chain = chain_from_auth_events(&mut store, &auth_nids).or_raise(&where_);
-            let mut event = StoredEvent { nid, type_nid, state_key_nid, rejected: false, state_after: None, pdu: pdu.clone() };
+            let mut event = StoredEvent {
+                nid,
+                type_nid,
+                state_key_nid,
+                rejected: false,
+                soft_failed: false,
+                prev_nids: Vec::new(),
+                state_after: None,
+                pdu: pdu.clone(),
+            };
             let outcome = if as_outlier {
                 let rejection = check_outlier(&rv, &mut store, &event, &auth_nids).or_raise(&where_);
                 Outcome { nid, outlier: true, rejection, soft_failure: None, before: None, after: None, upgrade, chain: None }
@@ -410,8 +422,22 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
                 // Resolving the current state may need the event itself.
                 let admitted = StoredEvent { rejected: adm.rejection.is_some(), state_after: Some(adm.state_after), ..event.clone() };
                 store.remember(admitted, chain.clone());
+                batch_prevs.insert((r, nid), prev_nids.clone());
                 if adm.rejection.is_none() && adm.soft_failure.is_none() {
-                    for p in &prev_nids {
+                    let gone = superseded_extremities(&prev_nids, |e| {
+                        if let Some(k) = known_by_nid.get(&(r, e)) {
+                            if !k.excluded {
+                                return Ok(None);
+                            }
+                            if let Some(p) = batch_prevs.get(&(r, e)) {
+                                return Ok(Some(p.clone()));
+                            }
+                        }
+                        Ok(excluded_prevs(store.client(), r, e))
+                    })
+                    .or_raise(&where_);
+                    let ctx = contexts.entry(r).or_default();
+                    for p in &gone {
                         ctx.extremities.remove(p);
                     }
                     ctx.extremities.insert(nid, adm.state_after);
@@ -434,7 +460,9 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
             };
             event.rejected = outcome.rejection.is_some();
             event.state_after = outcome.after;
-            known.insert(key.clone(), Known { nid, outlier: outcome.outlier, state_after: outcome.after });
+            let excluded = outcome.rejection.is_some() || outcome.soft_failure.is_some();
+            known.insert(key.clone(), Known { nid, outlier: outcome.outlier, excluded, state_after: outcome.after });
+            known_by_nid.insert((r, nid), Known { nid, outlier: outcome.outlier, excluded, state_after: outcome.after });
             store.remember(event, chain.clone());
             let mut o = outcome;
             if pdu.is_state() && !o.upgrade {
@@ -575,6 +603,8 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
 struct Known {
     nid: i64,
     outlier: bool,
+    /// Rejected or soft-failed.
+    excluded: bool,
     state_after: Option<i64>,
 }
 
@@ -599,6 +629,23 @@ struct RoomContext {
     changed: bool,
 }
 
+// The prev events of a stored event that was rejected or soft-failed (none when it was not).
+const EXCLUDED_PREVS: Statement = Statement {
+    name: "ingest.excluded_prevs",
+    sql: "SELECT ARRAY(SELECT ed.target_nid FROM roomserver.event_edges ed
+                       WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid AND ed.kind = 'p' AND ed.target_nid IS NOT NULL)
+          FROM roomserver.stored_events e
+          WHERE e.room_nid = $1 AND e.event_nid = $2 AND (e.rejection IS NOT NULL OR e.soft_failure IS NOT NULL)",
+    args: &[INT8, INT8],
+    mutating: false,
+};
+
+fn excluded_prevs(client: &mut pgrx::spi::SpiClient<'_>, room_nid: i64, event_nid: i64) -> Option<Vec<i64>> {
+    execute(client, &EXCLUDED_PREVS, &[room_nid.into(), event_nid.into()], |t| {
+        t.into_iter().next().map(|r| r.get::<Vec<i64>>(1).ok().flatten().unwrap_or_default())
+    })
+}
+
 fn find_known(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids: Vec<i64>) -> HashMap<(String, i64), Known> {
     execute(client, &FIND_EVENTS, &[ids.into(), room_nids.into()], |t| {
         t.map(|row| {
@@ -607,7 +654,8 @@ fn find_known(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids
             let nid: i64 = row.get(3).ok().flatten().unwrap_or_default();
             let outlier: bool = row.get(4).ok().flatten().unwrap_or_default();
             let state_after: Option<i64> = row.get(5).ok().flatten();
-            ((id, r), Known { nid, outlier, state_after })
+            let excluded: bool = row.get(6).ok().flatten().unwrap_or_default();
+            ((id, r), Known { nid, outlier, excluded, state_after })
         })
         .collect()
     })

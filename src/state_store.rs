@@ -10,6 +10,7 @@ use pgrx::spi::SpiClient;
 use roomserver_core::room_state::{Snapshot, StateStore, StoredEvent};
 use roomserver_core::state_blocks::{block_hash, BlockRef, Entry, StateHash};
 use roomserver_core::{nid_set, Error, Pdu, Result, RoomVersion};
+
 use serde_json::Value;
 
 use crate::spi_plans::{execute, Statement, BYTEA, INT4_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
@@ -29,13 +30,26 @@ const BLOCK: Statement = Statement {
 };
 const LOOKUP: Statement = Statement {
     name: "state.lookup",
-    sql: "SELECT ord, event_nid FROM roomserver.snapshot_lookup($1, $2, $3, $4)",
+    // The body of roomserver.snapshot_lookup, inline so that its plan is kept.
+    sql: "SELECT k.ord,
+                 (SELECT NULLIF(e.event_nid, 0)
+                  FROM unnest(s.block_nids) WITH ORDINALITY AS b(block_nid, pos)
+                  JOIN roomserver.state_block_entries e
+                    ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid AND e.type_nid = k.t AND e.state_key_nid = k.sk
+                  ORDER BY b.pos DESC LIMIT 1)
+          FROM roomserver.state_snapshots s, unnest($3::bigint[], $4::bigint[]) WITH ORDINALITY AS k(t, sk, ord)
+          WHERE s.room_nid = $1 AND s.snapshot_nid = $2",
     args: &[INT8, INT8, INT8_ARRAY, INT8_ARRAY],
     mutating: false,
 };
 const ENTRIES_SINCE: Statement = Statement {
     name: "state.entries_since",
-    sql: "SELECT type_nid, state_key_nid, event_nid FROM roomserver.snapshot_entries_since($1, $2, $3)",
+    sql: "SELECT e.type_nid, e.state_key_nid, e.event_nid
+          FROM roomserver.state_snapshots s
+          CROSS JOIN LATERAL unnest(s.block_nids) AS b(block_nid)
+          JOIN roomserver.state_blocks bl ON bl.room_nid = s.room_nid AND bl.block_nid = b.block_nid
+          JOIN roomserver.state_block_entries e ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid
+          WHERE s.room_nid = $1 AND s.snapshot_nid = $2 AND bl.max_event_nid >= $3 AND e.event_nid >= $3",
     args: &[INT8, INT8, INT8],
     mutating: false,
 };
@@ -45,11 +59,24 @@ const STORE_SNAPSHOT: Statement = Statement {
     args: &[INT8, BYTEA, INT8_ARRAY, INT4_ARRAY, BYTEA, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY],
     mutating: true,
 };
+// What state computations need of stored events, read from the columns and edges: no JSON
+// rebuild, no hashing (the PDU was validated when it was stored).
 const EVENTS: Statement = Statement {
     name: "state.events",
     sql: "SELECT e.event_nid, e.event_type_nid, e.state_key_nid, e.rejection IS NOT NULL, e.state_after,
-                 roomserver.event_pdu(e.room_nid, e.event_nid), e.auth_chain
-          FROM roomserver.stored_events e WHERE e.room_nid = $1 AND e.event_nid = ANY ($2)",
+                 e.event_id, t.event_type, k.state_key, s.state_key, e.pdu_rest -> 'content', e.depth, e.origin_server_ts,
+                 e.pdu_rest ->> 'redacts', e.auth_chain, e.soft_failure IS NOT NULL,
+                 ARRAY(SELECT COALESCE(x.event_id, ed.target_event_id) FROM roomserver.event_edges ed
+                       LEFT JOIN roomserver.stored_events x ON x.room_nid = ed.room_nid AND x.event_nid = ed.target_nid
+                       WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid AND ed.kind = 'p' ORDER BY ed.position),
+                 ARRAY(SELECT COALESCE(x.event_id, ed.target_event_id) FROM roomserver.event_edges ed
+                       LEFT JOIN roomserver.stored_events x ON x.room_nid = ed.room_nid AND x.event_nid = ed.target_nid
+                       WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid AND ed.kind = 'a' ORDER BY ed.position)
+          FROM roomserver.stored_events e
+          JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
+          JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
+          LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid
+          WHERE e.room_nid = $1 AND e.event_nid = ANY ($2)",
     args: &[INT8, INT8_ARRAY],
     mutating: false,
 };
@@ -84,17 +111,19 @@ pub struct SpiStateStore<'a, 'conn> {
     client: &'a mut SpiClient<'conn>,
     rooms: HashMap<i64, RoomCache>,
     room_nid: i64,
+    room_id: String,
     rv: RoomVersion,
 }
 
 impl<'a, 'conn> SpiStateStore<'a, 'conn> {
     pub fn new(client: &'a mut SpiClient<'conn>, rv: RoomVersion) -> Self {
-        SpiStateStore { client, rooms: HashMap::new(), room_nid: 0, rv }
+        SpiStateStore { client, rooms: HashMap::new(), room_nid: 0, room_id: String::new(), rv }
     }
 
     /// Points the store at a room; the caches of other rooms are kept.
-    pub fn set_room(&mut self, room_nid: i64, rv: RoomVersion) {
+    pub fn set_room(&mut self, room_nid: i64, room_id: &str, rv: RoomVersion) {
         self.room_nid = room_nid;
+        self.room_id = room_id.to_owned();
         self.rv = rv;
     }
 
@@ -210,31 +239,58 @@ impl StateStore for SpiStateStore<'_, '_> {
         };
         if !missing.is_empty() {
             let room = self.room_nid;
-            let rows: Vec<(i64, i64, Option<i64>, bool, Option<i64>, Value, Option<Vec<u8>>)> =
-                execute(self.client, &EVENTS, &[room.into(), missing.into()], |t| {
-                    t.map(|r| {
-                        let pdu: Option<pgrx::JsonB> = r.get(6).ok().flatten();
-                        (
-                            r.get(1).ok().flatten().unwrap_or_default(),
-                            r.get(2).ok().flatten().unwrap_or_default(),
-                            r.get(3).ok().flatten(),
-                            r.get(4).ok().flatten().unwrap_or_default(),
-                            r.get(5).ok().flatten(),
-                            pdu.map(|j| j.0).unwrap_or(Value::Null),
-                            r.get(7).ok().flatten(),
-                        )
-                    })
-                    .collect()
-                });
-            let rv = self.rv;
-            for (nid, type_nid, state_key_nid, rejected, state_after, json, chain) in rows {
-                let pdu = Pdu::from_json(&json, &rv).map_err(|e| storage_error(&format!("stored event NID {nid}: {}", e.message)))?;
+            let room_id = self.room_id.clone();
+            let redacts_in_content = self.rv.updated_redaction_rules;
+            let loaded: Vec<(StoredEvent, Option<Vec<u8>>)> = execute(self.client, &EVENTS, &[room.into(), missing.into()], |t| {
+                t.map(|r| {
+                    let content: Option<pgrx::JsonB> = r.get(10).ok().flatten();
+                    let content = match content.map(|j| j.0) {
+                        Some(Value::Object(m)) => m,
+                        _ => serde_json::Map::new(),
+                    };
+                    let is_redaction = r.get::<String>(7).ok().flatten().as_deref() == Some("m.room.redaction");
+                    let redacts = if !is_redaction {
+                        None
+                    } else if redacts_in_content {
+                        content.get("redacts").and_then(Value::as_str).map(str::to_owned)
+                    } else {
+                        r.get::<String>(13).ok().flatten()
+                    };
+                    let pdu = Pdu {
+                        event_id: r.get(6).ok().flatten().unwrap_or_default(),
+                        room_id: room_id.clone(),
+                        sender: r.get(9).ok().flatten().unwrap_or_default(),
+                        event_type: r.get(7).ok().flatten().unwrap_or_default(),
+                        state_key: r.get(8).ok().flatten(),
+                        content,
+                        prev_events: r.get(16).ok().flatten().unwrap_or_default(),
+                        auth_events: r.get(17).ok().flatten().unwrap_or_default(),
+                        depth: r.get(11).ok().flatten().unwrap_or_default(),
+                        origin_server_ts: r.get(12).ok().flatten().unwrap_or_default(),
+                        redacts,
+                    };
+                    let ev = StoredEvent {
+                        nid: r.get(1).ok().flatten().unwrap_or_default(),
+                        type_nid: r.get(2).ok().flatten().unwrap_or_default(),
+                        state_key_nid: r.get(3).ok().flatten(),
+                        rejected: r.get(4).ok().flatten().unwrap_or_default(),
+                        soft_failed: r.get(15).ok().flatten().unwrap_or_default(),
+                        prev_nids: Vec::new(),
+                        state_after: r.get(5).ok().flatten(),
+                        pdu,
+                    };
+                    (ev, r.get(14).ok().flatten())
+                })
+                .collect()
+            });
+            for (ev, chain) in loaded {
+                let nid = ev.nid;
                 let c = self.cache();
-                c.ids.insert(pdu.event_id.clone(), nid);
+                c.ids.insert(ev.pdu.event_id.clone(), nid);
                 if let Some(bytes) = chain {
                     c.chains.insert(nid, Rc::new(nid_set::decode(&bytes)?));
                 }
-                c.events.insert(nid, Rc::new(StoredEvent { nid, type_nid, state_key_nid, rejected, state_after, pdu }));
+                c.events.insert(nid, Rc::new(ev));
             }
         }
         let c = self.cache();

@@ -55,8 +55,13 @@ impl NaiveRoom {
         }
         let id = p.event_id.clone();
         if !rejected && !soft {
-            for prev in &p.prev_events {
-                self.extremities.remove(prev);
+            // Through rejected and soft-failed prev events to the accepted ones before them.
+            let mut todo: Vec<String> = p.prev_events.clone();
+            while let Some(prev) = todo.pop() {
+                self.extremities.remove(&prev);
+                if self.outcome.get(&prev).is_some_and(|(r, s)| *r || *s) {
+                    todo.extend(self.events[&prev].prev_events.iter().cloned());
+                }
             }
             self.extremities.insert(id.clone());
         }

@@ -147,16 +147,22 @@ impl MemoryRoom {
         let prev_states: Vec<i64> =
             prev_nids.iter().map(|n| s.events[n].state_after.ok_or_else(|| Error::invalid(None, "prev event is an outlier"))).collect::<Result<_>>()?;
         let chain = chain_from_auth_events(s, &auth_nids)?;
-        let mut ev = StoredEvent { nid, type_nid, state_key_nid, rejected: false, state_after: None, pdu };
+        let mut ev = StoredEvent { nid, type_nid, state_key_nid, rejected: false, soft_failed: false, prev_nids: prev_nids.clone(), state_after: None, pdu };
         let admission = admit(&self.rv, s, &ev, &prev_states, &auth_nids, self.current)?;
         ev.rejected = admission.rejection.is_some();
+        ev.soft_failed = admission.soft_failure.is_some();
         ev.state_after = Some(admission.state_after);
         let id = ev.pdu.event_id.clone();
         s.ids.insert(id.clone(), nid);
         s.chains.insert(nid, Rc::new(chain));
         s.events.insert(nid, Rc::new(ev));
         if admission.rejection.is_none() && admission.soft_failure.is_none() {
-            for p in &prev_nids {
+            let events = &s.events;
+            let gone = super::superseded_extremities(&prev_nids, |e| {
+                let ev = &events[&e];
+                Ok((ev.rejected || ev.soft_failed).then(|| ev.prev_nids.clone()))
+            })?;
+            for p in &gone {
                 self.extremities.remove(p);
             }
             self.extremities.insert(nid);

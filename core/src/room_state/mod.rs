@@ -28,6 +28,9 @@ pub struct StoredEvent {
     /// `None` for non-state events.
     pub state_key_nid: Option<i64>,
     pub rejected: bool,
+    pub soft_failed: bool,
+    /// Known prev events (only what extremity bookkeeping needs; may be empty when loaded).
+    pub prev_nids: Vec<i64>,
     /// The snapshot after the event; `None` for outliers.
     pub state_after: Option<i64>,
     pub pdu: Pdu,
@@ -84,3 +87,25 @@ pub fn chain_from_auth_events(store: &mut dyn StateStore, auth_nids: &[i64]) -> 
 
 #[cfg(test)]
 mod tests;
+
+/// The forward extremities an accepted event replaces: its prev events and, through prev events
+/// that were rejected or soft-failed (which are never extremities themselves), their prev events
+/// in turn, up to the accepted ones (Synapse's `_get_prevs_before_rejected`); otherwise the
+/// event before a soft-failed one would stay an extremity forever. `excluded_prevs` returns,
+/// for an event, `Some(its prev events)` when it was rejected or soft-failed, else `None`.
+pub fn superseded_extremities(prevs: &[i64], mut excluded_prevs: impl FnMut(i64) -> Result<Option<Vec<i64>>>) -> Result<Vec<i64>> {
+    let mut out: Vec<i64> = prevs.to_vec();
+    let mut todo: Vec<i64> = prevs.to_vec();
+    let mut seen: std::collections::HashSet<i64> = prevs.iter().copied().collect();
+    while let Some(e) = todo.pop() {
+        if let Some(before) = excluded_prevs(e)? {
+            for p in before {
+                if seen.insert(p) {
+                    out.push(p);
+                    todo.push(p);
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -72,24 +72,51 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
         return Ok(snaps[0]);
     }
 
-    // 1. Keys that may differ: those in blocks not shared by every snapshot.
+    // 1. Keys that may differ: those in blocks not shared by every snapshot. Shared blocks are
+    //    a common prefix (a snapshot is a prefix of its parent's blocks plus a new one), so a
+    //    key's value in a snapshot is the one in its own suffix if there, else the prefix's.
     let mut shared: HashSet<i64> = infos[0].blocks.iter().map(|b| b.id).collect();
     for info in &infos[1..] {
         let ids: HashSet<i64> = info.blocks.iter().map(|b| b.id).collect();
         shared.retain(|b| ids.contains(b));
     }
-    let mut candidates: BTreeSet<(i64, i64)> = BTreeSet::new();
+    let mut suffixes: Vec<HashMap<(i64, i64), i64>> = Vec::with_capacity(infos.len());
     for info in &infos {
+        let mut suffix: HashMap<(i64, i64), i64> = HashMap::new();
         for b in info.blocks.iter().filter(|b| !shared.contains(&b.id)) {
-            candidates.extend(store.block(b.id)?.iter().map(Entry::key));
+            suffix.extend(store.block(b.id)?.iter().map(|e| (e.key(), e.event_nid)));
+        }
+        suffixes.push(suffix);
+    }
+    let mut keys: Vec<(i64, i64)> = suffixes.iter().flat_map(|s| s.keys().copied()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    // The prefix's value, for keys some suffix lacks: looked up in a snapshot whose suffix lacks it.
+    let mut prefix: HashMap<(i64, i64), Option<i64>> = HashMap::new();
+    for (i, suffix) in suffixes.iter().enumerate() {
+        let ask: Vec<(i64, i64)> = keys.iter().copied().filter(|k| !suffix.contains_key(k) && !prefix.contains_key(k)).collect();
+        for (k, v) in ask.iter().zip(store.lookup(snaps[i], &ask)?) {
+            prefix.insert(*k, v);
         }
     }
-    let keys: Vec<(i64, i64)> = candidates.into_iter().collect();
-    let values = snaps.iter().map(|&s| store.lookup(s, &keys)).collect::<Result<Vec<_>>>()?;
+    let values: Vec<Vec<Option<i64>>> = suffixes
+        .iter()
+        .map(|suffix| {
+            keys.iter()
+                .map(|k| match suffix.get(k) {
+                    Some(&ev) => (ev != 0).then_some(ev),
+                    None => prefix[k],
+                })
+                .collect()
+        })
+        .collect();
     let conflicted: Vec<usize> = (0..keys.len()).filter(|&k| values.iter().any(|v| v[k] != values[0][k])).collect();
     let conflicted_keys: HashSet<(i64, i64)> = conflicted.iter().map(|&k| keys[k]).collect();
 
     // 2. D0: events in some but not all of the conflicted events' (inclusive) auth chains.
+    //    (Loading the events first brings their chains in one round trip.)
+    let conflicted_events: Vec<i64> = conflicted.iter().flat_map(|&k| values.iter().filter_map(move |v| v[k])).collect();
+    store.events(&conflicted_events)?;
     let mut chains: Vec<HashSet<i64>> = Vec::with_capacity(snaps.len());
     for v in &values {
         let mut chain = HashSet::new();
@@ -127,6 +154,7 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
 
     // 4. The restricted state sets, and every event they and their auth chains name.
     let mut wanted: BTreeSet<i64> = BTreeSet::new();
+    store.events(&unconflicted.iter().map(|e| e.event_nid).collect::<Vec<_>>())?;
     let mut set_nids: Vec<Vec<i64>> = Vec::with_capacity(snaps.len());
     for v in &values {
         let mut set: Vec<i64> = conflicted.iter().filter_map(|&k| v[k]).collect();
