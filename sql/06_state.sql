@@ -258,6 +258,27 @@ AS $$
     CROSS JOIN LATERAL unnest(roomserver.nid_set_decode(e.auth_chain)) AS c(n)
 $$;
 
+-- The event whose state a federation response serves: ERROR 22004 on NULLs, P0002 when the room
+-- or the event (in that room) is unknown or the event is an outlier (its state is not known).
+CREATE FUNCTION roomserver.event_with_state(room_id text, event_id text, OUT room_nid bigint, OUT state_before bigint)
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ev record;
+BEGIN
+    IF event_with_state.room_id IS NULL OR event_with_state.event_id IS NULL THEN
+        RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    ev := roomserver.find_event(event_with_state.room_id, event_with_state.event_id);
+    IF ev.outlier THEN
+        RAISE EXCEPTION 'the state at event % is not known (outlier)', event_with_state.event_id USING ERRCODE = 'no_data_found';
+    END IF;
+    room_nid := ev.room_nid;
+    state_before := ev.state_before;
+END
+$$;
+
 -- The federation body of GET /_matrix/federation/v1/state_ids/{room_id}?event_id=...: the state
 -- before the event and the auth chain of that state.
 CREATE FUNCTION roomserver.state_ids(room_id text, event_id text) RETURNS jsonb
@@ -269,13 +290,7 @@ DECLARE
     pdu_ids jsonb;
     chain_ids jsonb;
 BEGIN
-    IF state_ids.room_id IS NULL OR state_ids.event_id IS NULL THEN
-        RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    ev := roomserver.find_event(state_ids.room_id, state_ids.event_id);
-    IF ev.outlier THEN
-        RAISE EXCEPTION 'the state at event % is not known (outlier)', state_ids.event_id USING ERRCODE = 'no_data_found';
-    END IF;
+    ev := roomserver.event_with_state(state_ids.room_id, state_ids.event_id);
     SELECT COALESCE(jsonb_agg(x.event_id ORDER BY x.event_nid), '[]') INTO pdu_ids
     FROM roomserver.snapshot_entries(ev.room_nid, ev.state_before) s
     JOIN roomserver.stored_events x ON x.room_nid = ev.room_nid AND x.event_nid = s.event_nid;
@@ -297,13 +312,7 @@ DECLARE
     pdus jsonb;
     chain jsonb;
 BEGIN
-    IF state.room_id IS NULL OR state.event_id IS NULL THEN
-        RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    ev := roomserver.find_event(state.room_id, state.event_id);
-    IF ev.outlier THEN
-        RAISE EXCEPTION 'the state at event % is not known (outlier)', state.event_id USING ERRCODE = 'no_data_found';
-    END IF;
+    ev := roomserver.event_with_state(state.room_id, state.event_id);
     SELECT COALESCE(jsonb_agg(roomserver.event_pdu(ev.room_nid, s.event_nid) ORDER BY s.event_nid), '[]') INTO pdus
     FROM roomserver.snapshot_entries(ev.room_nid, ev.state_before) s;
     SELECT COALESCE(jsonb_agg(roomserver.event_pdu(ev.room_nid, c.event_nid) ORDER BY c.event_nid), '[]') INTO chain
