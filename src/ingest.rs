@@ -137,18 +137,23 @@ const ROOM_CONTEXTS: Statement = Statement {
     name: "ingest.room_contexts",
     sql: "SELECT r.room_nid, r.current_state,
                  ARRAY(SELECT x.event_nid FROM roomserver.extremities x WHERE x.room_nid = r.room_nid ORDER BY x.event_nid),
-                 ARRAY(SELECT e.state_after FROM roomserver.extremities x
-                       JOIN roomserver.stored_events e ON e.room_nid = x.room_nid AND e.event_nid = x.event_nid
-                       WHERE x.room_nid = r.room_nid ORDER BY x.event_nid)
+                 -- A scalar subquery per extremity: a primary key probe each, whatever the
+                 -- statistics said when the plan was made.
+                 ARRAY(SELECT (SELECT e.state_after FROM roomserver.stored_events e
+                               WHERE e.room_nid = x.room_nid AND e.event_nid = x.event_nid)
+                       FROM roomserver.extremities x WHERE x.room_nid = r.room_nid ORDER BY x.event_nid)
           FROM roomserver.rooms r WHERE r.room_nid = ANY ($1)",
     args: &[INT8_ARRAY],
     mutating: false,
 };
+// Only the extremities that changed are deleted and inserted (and the current state only
+// written when it changed): a message on a linear timeline replaces one row, and rewriting the
+// room's whole set would leave dead index entries for every later ingest to step over.
 const SET_EXTREMITIES_DELETE: Statement = Statement {
     name: "ingest.extremities_delete",
-    sql: "DELETE FROM roomserver.extremities x WHERE x.room_nid = ANY ($1)
-          AND NOT EXISTS (SELECT 1 FROM unnest($2::bigint[], $3::bigint[]) AS n(r, e) WHERE n.r = x.room_nid AND n.e = x.event_nid)",
-    args: &[INT8_ARRAY, INT8_ARRAY, INT8_ARRAY],
+    sql: "DELETE FROM roomserver.extremities x USING unnest($1::bigint[], $2::bigint[]) AS n(r, e)
+          WHERE x.room_nid = n.r AND x.event_nid = n.e",
+    args: &[INT8_ARRAY, INT8_ARRAY],
     mutating: true,
 };
 const SET_EXTREMITIES_INSERT: Statement = Statement {
@@ -445,7 +450,6 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
                     let current = resolve_snapshots(&rv, &mut store, &states).or_raise(&where_);
                     let ctx = contexts.entry(r).or_default();
                     ctx.current = Some(current);
-                    ctx.changed = true;
                 }
                 Outcome {
                     nid,
@@ -554,22 +558,28 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
         }
 
         // 9. Forward extremities and current state of the rooms that changed.
-        let (mut x_rooms, mut x_room, mut x_event, mut s_room, mut s_current) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut d_room, mut d_event, mut i_room, mut i_event, mut s_room, mut s_current) = (vec![], vec![], vec![], vec![], vec![], vec![]);
         for (r, ctx) in &contexts {
-            if !ctx.changed {
-                continue;
+            for e in ctx.stored_extremities.iter().filter(|e| !ctx.extremities.contains_key(e)) {
+                d_room.push(*r);
+                d_event.push(*e);
             }
-            x_rooms.push(*r);
-            for e in ctx.extremities.keys() {
-                x_room.push(*r);
-                x_event.push(*e);
+            for e in ctx.extremities.keys().filter(|e| !ctx.stored_extremities.contains(e)) {
+                i_room.push(*r);
+                i_event.push(*e);
             }
-            s_room.push(*r);
-            s_current.push(ctx.current);
+            if ctx.current != ctx.stored_current {
+                s_room.push(*r);
+                s_current.push(ctx.current);
+            }
         }
-        if !x_rooms.is_empty() {
-            execute(client, &SET_EXTREMITIES_DELETE, &[x_rooms.into(), x_room.clone().into(), x_event.clone().into()], |_| ());
-            execute(client, &SET_EXTREMITIES_INSERT, &[x_room.into(), x_event.into()], |_| ());
+        if !d_room.is_empty() {
+            execute(client, &SET_EXTREMITIES_DELETE, &[d_room.into(), d_event.into()], |_| ());
+        }
+        if !i_room.is_empty() {
+            execute(client, &SET_EXTREMITIES_INSERT, &[i_room.into(), i_event.into()], |_| ());
+        }
+        if !s_room.is_empty() {
             execute(client, &SET_CURRENT_STATE, &[s_room.into(), s_current.into()], |_| ());
         }
 
@@ -626,7 +636,9 @@ struct Outcome {
 struct RoomContext {
     extremities: BTreeMap<i64, i64>,
     current: Option<i64>,
-    changed: bool,
+    /// As stored when the call began: only the difference is written back.
+    stored_extremities: Vec<i64>,
+    stored_current: Option<i64>,
 }
 
 // The prev events of a stored event that was rejected or soft-failed (none when it was not).
@@ -668,7 +680,8 @@ fn load_contexts(client: &mut pgrx::spi::SpiClient<'_>, room_nids: Vec<i64>) -> 
             let current: Option<i64> = row.get(2).ok().flatten();
             let ext: Vec<i64> = row.get(3).ok().flatten().unwrap_or_default();
             let states: Vec<i64> = row.get(4).ok().flatten().unwrap_or_default();
-            (r, RoomContext { extremities: ext.into_iter().zip(states).collect(), current, changed: false })
+            let stored_extremities = ext.clone();
+            (r, RoomContext { extremities: ext.into_iter().zip(states).collect(), current, stored_extremities, stored_current: current })
         })
         .collect()
     })

@@ -1,8 +1,13 @@
 //! The core's `StateStore` over the state tables (sql/06_state.sql), through kept SPI plans.
-//! One store serves one ingest call: it caches what it reads (snapshots, blocks, events, auth
-//! chains) and holds the events the call has admitted but not yet written, so later events of
-//! the same batch see them.
+//!
+//! Snapshots and blocks never change once written, so they are cached for the life of the
+//! backend ([`BackendCache`]): after the first call into a room, its state is looked up in
+//! memory (a binary search per block) instead of by index probes, which is what makes ingest
+//! into a large room cheap. Events, whose rows can change (an outlier gains its state), are
+//! cached for one call only; the store also holds the events the call has admitted but not yet
+//! written, so later events of the same batch see them.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -28,29 +33,13 @@ const BLOCK: Statement = Statement {
     args: &[INT8, INT8],
     mutating: false,
 };
-const LOOKUP: Statement = Statement {
-    name: "state.lookup",
-    // The body of roomserver.snapshot_lookup, inline so that its plan is kept.
-    sql: "SELECT k.ord,
-                 (SELECT NULLIF(e.event_nid, 0)
-                  FROM unnest(s.block_nids) WITH ORDINALITY AS b(block_nid, pos)
-                  JOIN roomserver.state_block_entries e
-                    ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid AND e.type_nid = k.t AND e.state_key_nid = k.sk
-                  ORDER BY b.pos DESC LIMIT 1)
-          FROM roomserver.state_snapshots s, unnest($3::bigint[], $4::bigint[]) WITH ORDINALITY AS k(t, sk, ord)
-          WHERE s.room_nid = $1 AND s.snapshot_nid = $2",
-    args: &[INT8, INT8, INT8_ARRAY, INT8_ARRAY],
-    mutating: false,
-};
-const ENTRIES_SINCE: Statement = Statement {
-    name: "state.entries_since",
-    sql: "SELECT e.type_nid, e.state_key_nid, e.event_nid
-          FROM roomserver.state_snapshots s
-          CROSS JOIN LATERAL unnest(s.block_nids) AS b(block_nid)
-          JOIN roomserver.state_blocks bl ON bl.room_nid = s.room_nid AND bl.block_nid = b.block_nid
-          JOIN roomserver.state_block_entries e ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid
-          WHERE s.room_nid = $1 AND s.snapshot_nid = $2 AND bl.max_event_nid >= $3 AND e.event_nid >= $3",
-    args: &[INT8, INT8, INT8],
+// Identifies the generation of the state tables: a TRUNCATE or a re-created extension gives
+// them a new file, and NIDs from before must not be served from the backend cache then.
+const GENERATION: Statement = Statement {
+    name: "state.generation",
+    sql: "SELECT pg_relation_filenode('roomserver.state_block_entries'::regclass)::bigint
+               + (pg_relation_filenode('roomserver.state_snapshots'::regclass)::bigint << 32)",
+    args: &[],
     mutating: false,
 };
 const STORE_SNAPSHOT: Statement = Statement {
@@ -61,22 +50,27 @@ const STORE_SNAPSHOT: Statement = Statement {
 };
 // What state computations need of stored events, read from the columns and edges: no JSON
 // rebuild, no hashing (the PDU was validated when it was stored).
+// Written as lateral probes by primary key: a kept plan must not depend on the statistics of
+// the moment it was made (early in a room's life they say "a handful of rows per room").
 const EVENTS: Statement = Statement {
     name: "state.events",
     sql: "SELECT e.event_nid, e.event_type_nid, e.state_key_nid, e.rejection IS NOT NULL, e.state_after,
-                 e.event_id, t.event_type, k.state_key, s.state_key, e.pdu_rest -> 'content', e.depth, e.origin_server_ts,
+                 e.event_id, (SELECT t.event_type FROM roomserver.event_types t WHERE t.event_type_nid = e.event_type_nid),
+                 (SELECT k.state_key FROM roomserver.event_state_keys k WHERE k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid),
+                 (SELECT s.state_key FROM roomserver.event_state_keys s WHERE s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid),
+                 e.pdu_rest -> 'content', e.depth, e.origin_server_ts,
                  e.pdu_rest ->> 'redacts', e.auth_chain, e.soft_failure IS NOT NULL,
-                 ARRAY(SELECT COALESCE(x.event_id, ed.target_event_id) FROM roomserver.event_edges ed
-                       LEFT JOIN roomserver.stored_events x ON x.room_nid = ed.room_nid AND x.event_nid = ed.target_nid
+                 ARRAY(SELECT COALESCE((SELECT x.event_id FROM roomserver.stored_events x WHERE x.room_nid = ed.room_nid AND x.event_nid = ed.target_nid),
+                                       ed.target_event_id)
+                       FROM roomserver.event_edges ed
                        WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid AND ed.kind = 'p' ORDER BY ed.position),
-                 ARRAY(SELECT COALESCE(x.event_id, ed.target_event_id) FROM roomserver.event_edges ed
-                       LEFT JOIN roomserver.stored_events x ON x.room_nid = ed.room_nid AND x.event_nid = ed.target_nid
+                 ARRAY(SELECT COALESCE((SELECT x.event_id FROM roomserver.stored_events x WHERE x.room_nid = ed.room_nid AND x.event_nid = ed.target_nid),
+                                       ed.target_event_id)
+                       FROM roomserver.event_edges ed
                        WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid AND ed.kind = 'a' ORDER BY ed.position)
-          FROM roomserver.stored_events e
-          JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
-          JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
-          LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid
-          WHERE e.room_nid = $1 AND e.event_nid = ANY ($2)",
+          FROM unnest($2::bigint[]) AS q(nid)
+          -- OFFSET 0 keeps the subquery a probe per NID (no flattening into a hash join).
+          CROSS JOIN LATERAL (SELECT * FROM roomserver.stored_events e WHERE e.room_nid = $1 AND e.event_nid = q.nid OFFSET 0) e",
     args: &[INT8, INT8_ARRAY],
     mutating: false,
 };
@@ -88,19 +82,40 @@ const EVENT_NID: Statement = Statement {
 };
 const KEY_NIDS: Statement = Statement {
     name: "state.key_nids",
-    sql: "SELECT u.ord, t.event_type_nid, k.state_key_nid
-          FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(t, k, ord)
-          JOIN roomserver.event_types t ON t.event_type = u.t
-          JOIN roomserver.event_state_keys k ON k.state_key = u.k AND k.room_nid = $1",
+    sql: "SELECT * FROM (
+              SELECT u.ord, (SELECT t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = u.t) AS t,
+                     (SELECT k.state_key_nid FROM roomserver.event_state_keys k WHERE k.state_key = u.k AND k.room_nid = $1) AS k
+              FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS u(t, k, ord)) found
+          WHERE t IS NOT NULL AND k IS NOT NULL",
     args: &[INT8, TEXT_ARRAY, TEXT_ARRAY],
     mutating: false,
 };
 
+/// Snapshots and blocks by NID, for the life of the backend. NIDs come from sequences and are
+/// never reused, and a snapshot or block never changes, so entries stay valid; one written by a
+/// transaction that rolled back is simply never asked for again (nothing committed names it).
+/// Nothing maps hashes to NIDs here: deduplication always asks the tables.
+#[derive(Default)]
+struct BackendCache {
+    generation: i64,
+    snapshots: HashMap<i64, Rc<Snapshot>>,
+    blocks: HashMap<i64, Rc<Vec<Entry>>>,
+    /// The newest event NID of each cached block.
+    block_max: HashMap<i64, i64>,
+    block_entries: usize,
+}
+
+/// Past this many cached block entries (24 bytes each) the cache starts over: enough for the
+/// states of several 100,000-member rooms, bounded so a backend never grows without limit.
+const CACHE_MAX_ENTRIES: usize = 4_000_000;
+
+thread_local! {
+    static BACKEND: RefCell<BackendCache> = RefCell::new(BackendCache::default());
+}
+
 /// Per-room caches, kept for the whole call.
 #[derive(Default)]
 struct RoomCache {
-    snapshots: HashMap<i64, Rc<Snapshot>>,
-    blocks: HashMap<i64, Rc<Vec<Entry>>>,
     events: HashMap<i64, Rc<StoredEvent>>,
     ids: HashMap<String, i64>,
     chains: HashMap<i64, Rc<Vec<i64>>>,
@@ -117,6 +132,13 @@ pub struct SpiStateStore<'a, 'conn> {
 
 impl<'a, 'conn> SpiStateStore<'a, 'conn> {
     pub fn new(client: &'a mut SpiClient<'conn>, rv: RoomVersion) -> Self {
+        let generation: i64 = execute(client, &GENERATION, &[], |t| t.into_iter().next().and_then(|r| r.get(1).ok().flatten()).unwrap_or_default());
+        BACKEND.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.generation != generation || c.block_entries > CACHE_MAX_ENTRIES {
+                *c = BackendCache { generation, ..BackendCache::default() };
+            }
+        });
         SpiStateStore { client, rooms: HashMap::new(), room_nid: 0, room_id: String::new(), rv }
     }
 
@@ -150,8 +172,8 @@ fn storage_error(what: &str) -> Error {
 
 impl StateStore for SpiStateStore<'_, '_> {
     fn snapshot(&mut self, nid: i64) -> Result<Rc<Snapshot>> {
-        if let Some(s) = self.cache().snapshots.get(&nid) {
-            return Ok(s.clone());
+        if let Some(s) = BACKEND.with(|c| c.borrow().snapshots.get(&nid).cloned()) {
+            return Ok(s);
         }
         let room = self.room_nid;
         let row: Option<(Vec<u8>, Vec<i64>, Vec<i32>)> = execute(self.client, &SNAPSHOT, &[room.into(), nid.into()], |t| {
@@ -163,44 +185,63 @@ impl StateStore for SpiStateStore<'_, '_> {
         let hash: [u8; 32] = hash.try_into().map_err(|_| storage_error("state hash is not 32 bytes"))?;
         let blocks = ids.into_iter().zip(sizes).map(|(id, len)| BlockRef { id, len: len as usize }).collect();
         let snap = Rc::new(Snapshot { nid, hash: StateHash(hash), blocks });
-        self.cache().snapshots.insert(nid, snap.clone());
+        BACKEND.with(|c| c.borrow_mut().snapshots.insert(nid, snap.clone()));
         Ok(snap)
     }
 
     fn block(&mut self, block_nid: i64) -> Result<Rc<Vec<Entry>>> {
-        if let Some(b) = self.cache().blocks.get(&block_nid) {
-            return Ok(b.clone());
+        if let Some(b) = BACKEND.with(|c| c.borrow().blocks.get(&block_nid).cloned()) {
+            return Ok(b);
         }
         let room = self.room_nid;
         let entries: Vec<Entry> = execute(self.client, &BLOCK, &[room.into(), block_nid.into()], |t| t.map(entry_of).collect());
         let b = Rc::new(entries);
-        self.cache().blocks.insert(block_nid, b.clone());
+        BACKEND.with(|c| {
+            let mut c = c.borrow_mut();
+            c.block_entries += b.len();
+            c.block_max.insert(block_nid, b.iter().map(|e| e.event_nid).max().unwrap_or(0));
+            c.blocks.insert(block_nid, b.clone());
+        });
         Ok(b)
     }
 
+    // In memory: the newest block holding a key decides (blocks are sorted by key).
     fn lookup(&mut self, snapshot: i64, keys: &[(i64, i64)]) -> Result<Vec<Option<i64>>> {
+        let mut out: Vec<Option<Option<i64>>> = vec![None; keys.len()];
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        let (types, sks): (Vec<i64>, Vec<i64>) = keys.iter().copied().unzip();
-        let mut out = vec![None; keys.len()];
-        let room = self.room_nid;
-        execute(self.client, &LOOKUP, &[room.into(), snapshot.into(), types.into(), sks.into()], |t| {
-            for r in t {
-                let ord: i64 = r.get(1).ok().flatten().unwrap_or_default();
-                if let Some(slot) = out.get_mut((ord - 1) as usize) {
-                    *slot = r.get(2).ok().flatten();
+        let snap = self.snapshot(snapshot)?;
+        let mut left = keys.len();
+        for b in snap.blocks.iter().rev() {
+            let block = self.block(b.id)?;
+            for (slot, key) in out.iter_mut().zip(keys) {
+                if slot.is_none() {
+                    if let Ok(i) = block.binary_search_by(|e| e.key().cmp(key)) {
+                        let ev = block[i].event_nid;
+                        *slot = Some((ev != 0).then_some(ev));
+                        left -= 1;
+                    }
                 }
             }
-        });
-        Ok(out)
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(out.into_iter().map(Option::flatten).collect())
     }
 
     fn entries_since(&mut self, snapshot: i64, min_event_nid: i64) -> Result<Vec<Entry>> {
-        let room = self.room_nid;
-        let found: Vec<Entry> =
-            execute(self.client, &ENTRIES_SINCE, &[room.into(), snapshot.into(), min_event_nid.into()], |t| t.map(entry_of).collect());
-        // Keep the entries a later block does not override.
+        let snap = self.snapshot(snapshot)?;
+        // Candidates from the blocks holding an event that new (usually the few small recent
+        // ones), then kept only where no newer block overrides them.
+        let mut found: Vec<Entry> = Vec::new();
+        for b in snap.blocks.iter() {
+            let block = self.block(b.id)?;
+            if BACKEND.with(|c| c.borrow().block_max.get(&b.id).copied().unwrap_or(i64::MAX)) >= min_event_nid {
+                found.extend(block.iter().filter(|e| e.event_nid >= min_event_nid));
+            }
+        }
         let keys: Vec<(i64, i64)> = found.iter().map(Entry::key).collect();
         let live = self.lookup(snapshot, &keys)?;
         let mut out: Vec<Entry> = found.into_iter().zip(live).filter(|(e, l)| *l == Some(e.event_nid)).map(|(e, _)| e).collect();
