@@ -9,6 +9,11 @@
 -- by every snapshot that descends from the one that made them, and identical blocks are stored
 -- once (block_hash). The same state always gets the same snapshot (state_hash does not depend
 -- on the layout).
+--
+-- A block's entries are one packed value (core/src/state_blocks.rs: sorted, varint deltas, about
+-- 7 bytes an entry), not one row each: writing a block is one row, reading a full state reads at
+-- most 64 values, and a backend keeps the blocks it has read (src/block_cache.rs), so lookups in
+-- a state it has seen are binary searches in memory.
 
 CREATE SEQUENCE roomserver.state_block_nid_seq AS bigint START 1;
 CREATE SEQUENCE roomserver.state_snapshot_nid_seq AS bigint START 1;
@@ -21,22 +26,16 @@ CREATE TABLE roomserver.state_blocks (
     entry_count   integer NOT NULL,
     -- The newest event in the block: state resolution skips blocks older than what it seeks.
     max_event_nid bigint  NOT NULL,
+    -- The entries (type NID, state key NID, event NID; event NID 0 removes the key), packed by
+    -- roomserver_core::state_blocks::encode_entries. roomserver.block_entries() lists them.
+    entries       bytea   NOT NULL,
     PRIMARY KEY (room_nid, block_nid),
     CONSTRAINT state_blocks_block_hash_room_key UNIQUE (block_hash, room_nid)
 );
+-- Already compact: stored out of line without pglz, which would cost time and save little.
+ALTER TABLE roomserver.state_blocks ALTER COLUMN entries SET STORAGE EXTERNAL;
 ALTER SEQUENCE roomserver.state_block_nid_seq OWNED BY roomserver.state_blocks.block_nid;
-COMMENT ON TABLE roomserver.state_blocks IS 'State blocks: sets of (type, state key) -> event entries shared by snapshots; entries in state_block_entries.';
-
--- One row per entry; the primary key is also the lookup path for a single key of a block.
-CREATE TABLE roomserver.state_block_entries (
-    room_nid      bigint NOT NULL,
-    block_nid     bigint NOT NULL,
-    type_nid      bigint NOT NULL,
-    state_key_nid bigint NOT NULL,
-    event_nid     bigint NOT NULL,   -- 0: the key is removed (by state resolution)
-    PRIMARY KEY (room_nid, block_nid, type_nid, state_key_nid)
-);
-COMMENT ON TABLE roomserver.state_block_entries IS 'The entries of state blocks; event_nid 0 removes a key from the state.';
+COMMENT ON TABLE roomserver.state_blocks IS 'State blocks: sets of (type, state key) -> event entries shared by snapshots, packed in entries; roomserver.block_entries(room_nid, block_nid) lists them.';
 
 CREATE TABLE roomserver.state_snapshots (
     room_nid     bigint    NOT NULL,
@@ -45,6 +44,8 @@ CREATE TABLE roomserver.state_snapshots (
     state_hash   bytea     NOT NULL,
     block_nids   bigint[]  NOT NULL,   -- oldest first, at most 64
     block_sizes  integer[] NOT NULL,
+    -- How many entries the state has: its size without reading it.
+    state_size   integer   NOT NULL,
     PRIMARY KEY (room_nid, snapshot_nid),
     CONSTRAINT state_snapshots_state_hash_room_key UNIQUE (state_hash, room_nid),
     CONSTRAINT state_snapshots_at_most_64_blocks CHECK (cardinality(block_nids) <= 64 AND cardinality(block_nids) = cardinality(block_sizes))
@@ -60,10 +61,11 @@ CREATE TABLE roomserver.extremities (
 );
 COMMENT ON TABLE roomserver.extremities IS 'Accepted, not soft-failed events with no accepted successor: the leaves of the room DAG.';
 
--- Stores a snapshot unless one with the same state exists; returns its NID. The new block (its
--- entries given as three arrays, sorted by key) is stored unless an equal block exists.
+-- Stores a snapshot unless one with the same state exists; returns its NID. The new block
+-- (packed entries, sorted by key) is stored unless an equal block exists.
 CREATE FUNCTION roomserver.store_snapshot(room_nid bigint, state_hash bytea, kept_blocks bigint[], kept_sizes integer[],
-                                          block_hash bytea, type_nids bigint[], state_key_nids bigint[], event_nids bigint[])
+                                          block_hash bytea, entries bytea, entry_count integer, max_event_nid bigint,
+                                          state_size integer)
 RETURNS bigint
 LANGUAGE plpgsql VOLATILE PARALLEL UNSAFE
 SET search_path = pg_catalog, pg_temp
@@ -77,72 +79,35 @@ BEGIN
     IF FOUND THEN
         RETURN snap;
     END IF;
-    IF cardinality(event_nids) > 0 THEN
+    IF entry_count > 0 THEN
         SELECT b.block_nid INTO block FROM roomserver.state_blocks b
         WHERE b.block_hash = store_snapshot.block_hash AND b.room_nid = store_snapshot.room_nid;
         IF NOT FOUND THEN
-            INSERT INTO roomserver.state_blocks (room_nid, block_hash, entry_count, max_event_nid)
-            VALUES (store_snapshot.room_nid, store_snapshot.block_hash, cardinality(event_nids),
-                    (SELECT max(x) FROM unnest(event_nids) x))
+            INSERT INTO roomserver.state_blocks (room_nid, block_hash, entry_count, max_event_nid, entries)
+            VALUES (store_snapshot.room_nid, store_snapshot.block_hash, entry_count, max_event_nid, entries)
             RETURNING state_blocks.block_nid INTO block;
-            INSERT INTO roomserver.state_block_entries (room_nid, block_nid, type_nid, state_key_nid, event_nid)
-            SELECT store_snapshot.room_nid, block, u.t, u.k, u.e FROM unnest(type_nids, state_key_nids, event_nids) AS u(t, k, e);
         END IF;
         kept_blocks := kept_blocks || block;
-        kept_sizes := kept_sizes || cardinality(event_nids);
+        kept_sizes := kept_sizes || entry_count;
     END IF;
-    INSERT INTO roomserver.state_snapshots (room_nid, state_hash, block_nids, block_sizes)
-    VALUES (store_snapshot.room_nid, store_snapshot.state_hash, kept_blocks, kept_sizes)
+    INSERT INTO roomserver.state_snapshots (room_nid, state_hash, block_nids, block_sizes, state_size)
+    VALUES (store_snapshot.room_nid, store_snapshot.state_hash, kept_blocks, kept_sizes, store_snapshot.state_size)
     RETURNING state_snapshots.snapshot_nid INTO snap;
     RETURN snap;
 END
 $$;
 
--- The event NID for each (type NID, state key NID) pair in a snapshot, in the order given
--- (NULL: not in the state). The newest block that has the key decides.
-CREATE FUNCTION roomserver.snapshot_lookup(room_nid bigint, snapshot_nid bigint, type_nids bigint[], state_key_nids bigint[])
-RETURNS TABLE (ord bigint, event_nid bigint)
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-AS $$
-    SELECT k.ord,
-           (SELECT NULLIF(e.event_nid, 0)
-            FROM unnest(s.block_nids) WITH ORDINALITY AS b(block_nid, pos)
-            JOIN roomserver.state_block_entries e
-              ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid AND e.type_nid = k.t AND e.state_key_nid = k.sk
-            ORDER BY b.pos DESC LIMIT 1)
-    FROM roomserver.state_snapshots s,
-         unnest(type_nids, state_key_nids) WITH ORDINALITY AS k(t, sk, ord)
-    WHERE s.room_nid = snapshot_lookup.room_nid AND s.snapshot_nid = snapshot_lookup.snapshot_nid
-$$;
+-- roomserver.snapshot_lookup(room_nid, snapshot_nid, type_nids, state_key_nids) and
+-- roomserver.block_entries(room_nid, block_nid) are in Rust (src/state_functions.rs).
 
--- The full state of a snapshot as NIDs.
+-- The full state of a snapshot as NIDs: the k-way merge of its blocks, done in Rust.
 CREATE FUNCTION roomserver.snapshot_entries(room_nid bigint, snapshot_nid bigint)
 RETURNS TABLE (type_nid bigint, state_key_nid bigint, event_nid bigint)
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT x.type_nid, x.state_key_nid, x.event_nid
-    FROM (SELECT DISTINCT ON (e.type_nid, e.state_key_nid) e.type_nid, e.state_key_nid, e.event_nid
-          FROM roomserver.state_snapshots s
-          CROSS JOIN LATERAL unnest(s.block_nids) WITH ORDINALITY AS b(block_nid, pos)
-          JOIN roomserver.state_block_entries e ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid
-          WHERE s.room_nid = snapshot_entries.room_nid AND s.snapshot_nid = snapshot_entries.snapshot_nid
-          ORDER BY e.type_nid, e.state_key_nid, b.pos DESC) x
-    WHERE x.event_nid <> 0
-$$;
-
--- Entries of a snapshot with event NID >= min_event_nid, from the blocks that can hold one
--- (some may be overridden by a later block: the caller checks with snapshot_lookup).
-CREATE FUNCTION roomserver.snapshot_entries_since(room_nid bigint, snapshot_nid bigint, min_event_nid bigint)
-RETURNS TABLE (type_nid bigint, state_key_nid bigint, event_nid bigint)
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-AS $$
-    SELECT e.type_nid, e.state_key_nid, e.event_nid
-    FROM roomserver.state_snapshots s
-    CROSS JOIN LATERAL unnest(s.block_nids) AS b(block_nid)
-    JOIN roomserver.state_blocks bl ON bl.room_nid = s.room_nid AND bl.block_nid = b.block_nid
-    JOIN roomserver.state_block_entries e ON e.room_nid = s.room_nid AND e.block_nid = b.block_nid
-    WHERE s.room_nid = snapshot_entries_since.room_nid AND s.snapshot_nid = snapshot_entries_since.snapshot_nid
-      AND bl.max_event_nid >= min_event_nid AND e.event_nid >= min_event_nid
+    SELECT u.type_nid, u.state_key_nid, u.event_nid
+    FROM roomserver.snapshot_state_arrays(room_nid, snapshot_nid) s,
+         unnest(s.type_nids, s.state_key_nids, s.event_nids) AS u(type_nid, state_key_nid, event_nid)
 $$;
 
 -- The event of a room by its ID, or ERROR P0002 (404 M_NOT_FOUND).

@@ -1,51 +1,28 @@
 //! The core's `StateStore` over the state tables (sql/06_state.sql), through kept SPI plans.
 //!
-//! Snapshots and blocks never change once written, so they are cached for the life of the
-//! backend ([`BackendCache`]): after the first call into a room, its state is looked up in
-//! memory (a binary search per block) instead of by index probes, which is what makes ingest
-//! into a large room cheap. Events, whose rows can change (an outlier gains its state), are
-//! cached for one call only; the store also holds the events the call has admitted but not yet
-//! written, so later events of the same batch see them.
+//! Snapshots and blocks come from the backend's cache ([`crate::block_cache`]): after the first
+//! call into a room its state is looked up in memory, which is what makes ingest into a large
+//! room cheap. Events, whose rows can change (an outlier gains its state), are cached for one
+//! call only; the store also holds the events the call has admitted but not yet written, so
+//! later events of the same batch see them.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use pgrx::spi::SpiClient;
 use roomserver_core::room_state::{Snapshot, StateStore, StoredEvent};
-use roomserver_core::state_blocks::{block_hash, BlockRef, Entry, StateHash};
+use roomserver_core::state_blocks::{block_hash, encode_entries, BlockRef, Entry, StateHash};
 use roomserver_core::{nid_set, Error, Pdu, Result, RoomVersion};
 
 use serde_json::Value;
 
-use crate::spi_plans::{execute, Statement, BYTEA, INT4_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
+use crate::block_cache;
+use crate::spi_plans::{execute, Statement, BYTEA, INT4, INT4_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
 
-const SNAPSHOT: Statement = Statement {
-    name: "state.snapshot",
-    sql: "SELECT state_hash, block_nids, block_sizes FROM roomserver.state_snapshots WHERE room_nid = $1 AND snapshot_nid = $2",
-    args: &[INT8, INT8],
-    mutating: false,
-};
-const BLOCK: Statement = Statement {
-    name: "state.block",
-    sql: "SELECT type_nid, state_key_nid, event_nid FROM roomserver.state_block_entries
-          WHERE room_nid = $1 AND block_nid = $2 ORDER BY type_nid, state_key_nid",
-    args: &[INT8, INT8],
-    mutating: false,
-};
-// Identifies the generation of the state tables: a TRUNCATE or a re-created extension gives
-// them a new file, and NIDs from before must not be served from the backend cache then.
-const GENERATION: Statement = Statement {
-    name: "state.generation",
-    sql: "SELECT pg_relation_filenode('roomserver.state_block_entries'::regclass)::bigint
-               + (pg_relation_filenode('roomserver.state_snapshots'::regclass)::bigint << 32)",
-    args: &[],
-    mutating: false,
-};
 const STORE_SNAPSHOT: Statement = Statement {
     name: "state.store_snapshot",
-    sql: "SELECT roomserver.store_snapshot($1, $2, $3, $4, $5, $6, $7, $8)",
-    args: &[INT8, BYTEA, INT8_ARRAY, INT4_ARRAY, BYTEA, INT8_ARRAY, INT8_ARRAY, INT8_ARRAY],
+    sql: "SELECT roomserver.store_snapshot($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    args: &[INT8, BYTEA, INT8_ARRAY, INT4_ARRAY, BYTEA, BYTEA, INT4, INT8, INT4],
     mutating: true,
 };
 // What state computations need of stored events, read from the columns and edges: no JSON
@@ -91,28 +68,6 @@ const KEY_NIDS: Statement = Statement {
     mutating: false,
 };
 
-/// Snapshots and blocks by NID, for the life of the backend. NIDs come from sequences and are
-/// never reused, and a snapshot or block never changes, so entries stay valid; one written by a
-/// transaction that rolled back is simply never asked for again (nothing committed names it).
-/// Nothing maps hashes to NIDs here: deduplication always asks the tables.
-#[derive(Default)]
-struct BackendCache {
-    generation: i64,
-    snapshots: HashMap<i64, Rc<Snapshot>>,
-    blocks: HashMap<i64, Rc<Vec<Entry>>>,
-    /// The newest event NID of each cached block.
-    block_max: HashMap<i64, i64>,
-    block_entries: usize,
-}
-
-/// Past this many cached block entries (24 bytes each) the cache starts over: enough for the
-/// states of several 100,000-member rooms, bounded so a backend never grows without limit.
-const CACHE_MAX_ENTRIES: usize = 4_000_000;
-
-thread_local! {
-    static BACKEND: RefCell<BackendCache> = RefCell::new(BackendCache::default());
-}
-
 /// Per-room caches, kept for the whole call.
 #[derive(Default)]
 struct RoomCache {
@@ -132,13 +87,6 @@ pub struct SpiStateStore<'a, 'conn> {
 
 impl<'a, 'conn> SpiStateStore<'a, 'conn> {
     pub fn new(client: &'a mut SpiClient<'conn>, rv: RoomVersion) -> Self {
-        let generation: i64 = execute(client, &GENERATION, &[], |t| t.into_iter().next().and_then(|r| r.get(1).ok().flatten()).unwrap_or_default());
-        BACKEND.with(|c| {
-            let mut c = c.borrow_mut();
-            if c.generation != generation || c.block_entries > CACHE_MAX_ENTRIES {
-                *c = BackendCache { generation, ..BackendCache::default() };
-            }
-        });
         SpiStateStore { client, rooms: HashMap::new(), room_nid: 0, room_id: String::new(), rv }
     }
 
@@ -172,99 +120,51 @@ fn storage_error(what: &str) -> Error {
 
 impl StateStore for SpiStateStore<'_, '_> {
     fn snapshot(&mut self, nid: i64) -> Result<Rc<Snapshot>> {
-        if let Some(s) = BACKEND.with(|c| c.borrow().snapshots.get(&nid).cloned()) {
-            return Ok(s);
-        }
-        let room = self.room_nid;
-        let row: Option<(Vec<u8>, Vec<i64>, Vec<i32>)> = execute(self.client, &SNAPSHOT, &[room.into(), nid.into()], |t| {
-            t.into_iter().next().map(|r| {
-                (r.get(1).ok().flatten().unwrap_or_default(), r.get(2).ok().flatten().unwrap_or_default(), r.get(3).ok().flatten().unwrap_or_default())
-            })
-        });
-        let (hash, ids, sizes) = row.ok_or_else(|| Error::not_found(format!("state snapshot {nid} of room NID {room}")))?;
-        let hash: [u8; 32] = hash.try_into().map_err(|_| storage_error("state hash is not 32 bytes"))?;
-        let blocks = ids.into_iter().zip(sizes).map(|(id, len)| BlockRef { id, len: len as usize }).collect();
-        let snap = Rc::new(Snapshot { nid, hash: StateHash(hash), blocks });
-        BACKEND.with(|c| c.borrow_mut().snapshots.insert(nid, snap.clone()));
-        Ok(snap)
+        block_cache::snapshot(self.client, self.room_nid, nid)
     }
 
     fn block(&mut self, block_nid: i64) -> Result<Rc<Vec<Entry>>> {
-        if let Some(b) = BACKEND.with(|c| c.borrow().blocks.get(&block_nid).cloned()) {
-            return Ok(b);
-        }
-        let room = self.room_nid;
-        let entries: Vec<Entry> = execute(self.client, &BLOCK, &[room.into(), block_nid.into()], |t| t.map(entry_of).collect());
-        let b = Rc::new(entries);
-        BACKEND.with(|c| {
-            let mut c = c.borrow_mut();
-            c.block_entries += b.len();
-            c.block_max.insert(block_nid, b.iter().map(|e| e.event_nid).max().unwrap_or(0));
-            c.blocks.insert(block_nid, b.clone());
-        });
-        Ok(b)
+        // The core wants the entries alone; blocks are shared, so this is one copy per use of a
+        // block the core folds (small ones: the big ones are only folded when the state doubles).
+        let b = block_cache::blocks(self.client, self.room_nid, &[block_nid])?.pop().expect("one block per NID");
+        Ok(Rc::new(b.entries.clone()))
     }
 
-    // In memory: the newest block holding a key decides (blocks are sorted by key).
     fn lookup(&mut self, snapshot: i64, keys: &[(i64, i64)]) -> Result<Vec<Option<i64>>> {
-        let mut out: Vec<Option<Option<i64>>> = vec![None; keys.len()];
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let snap = self.snapshot(snapshot)?;
-        let mut left = keys.len();
-        for b in snap.blocks.iter().rev() {
-            let block = self.block(b.id)?;
-            for (slot, key) in out.iter_mut().zip(keys) {
-                if slot.is_none() {
-                    if let Ok(i) = block.binary_search_by(|e| e.key().cmp(key)) {
-                        let ev = block[i].event_nid;
-                        *slot = Some((ev != 0).then_some(ev));
-                        left -= 1;
-                    }
-                }
-            }
-            if left == 0 {
-                break;
-            }
-        }
-        Ok(out.into_iter().map(Option::flatten).collect())
+        block_cache::lookup(self.client, self.room_nid, snapshot, keys)
     }
 
     fn entries_since(&mut self, snapshot: i64, min_event_nid: i64) -> Result<Vec<Entry>> {
-        let snap = self.snapshot(snapshot)?;
         // Candidates from the blocks holding an event that new (usually the few small recent
-        // ones), then kept only where no newer block overrides them.
-        let mut found: Vec<Entry> = Vec::new();
-        for b in snap.blocks.iter() {
-            let block = self.block(b.id)?;
-            if BACKEND.with(|c| c.borrow().block_max.get(&b.id).copied().unwrap_or(i64::MAX)) >= min_event_nid {
-                found.extend(block.iter().filter(|e| e.event_nid >= min_event_nid));
+        // ones), kept only where no newer block overrides them.
+        let blocks = block_cache::snapshot_blocks(self.client, self.room_nid, snapshot)?;
+        let mut out: Vec<Entry> = Vec::new();
+        for (i, b) in blocks.iter().enumerate() {
+            if b.max_event_nid < min_event_nid {
+                continue;
+            }
+            for e in b.entries.iter().filter(|e| e.event_nid >= min_event_nid) {
+                let overridden = blocks[i + 1..].iter().any(|n| n.entries.binary_search_by(|x| x.key().cmp(&e.key())).is_ok());
+                if !overridden {
+                    out.push(*e);
+                }
             }
         }
-        let keys: Vec<(i64, i64)> = found.iter().map(Entry::key).collect();
-        let live = self.lookup(snapshot, &keys)?;
-        let mut out: Vec<Entry> = found.into_iter().zip(live).filter(|(e, l)| *l == Some(e.event_nid)).map(|(e, _)| e).collect();
         out.sort();
-        out.dedup();
         Ok(out)
     }
 
-    fn save_snapshot(&mut self, kept: &[BlockRef<i64>], new_block: Vec<Entry>, hash: StateHash) -> Result<i64> {
+    fn save_snapshot(&mut self, kept: &[BlockRef<i64>], new_block: Vec<Entry>, hash: StateHash, size: i64) -> Result<i64> {
         let room = self.room_nid;
         let kept_ids: Vec<i64> = kept.iter().map(|b| b.id).collect();
         let kept_sizes: Vec<i32> = kept.iter().map(|b| b.len as i32).collect();
         let bh = block_hash(&new_block).to_vec();
-        let (mut t, mut k, mut e) = (Vec::new(), Vec::new(), Vec::new());
-        for x in &new_block {
-            t.push(x.type_nid);
-            k.push(x.state_key_nid);
-            e.push(x.event_nid);
-        }
+        let count = new_block.len() as i32;
+        let max_event = new_block.iter().map(|e| e.event_nid).max().unwrap_or(0);
         let nid: Option<i64> = execute(
             self.client,
             &STORE_SNAPSHOT,
-            &[room.into(), hash.0.to_vec().into(), kept_ids.into(), kept_sizes.into(), bh.into(), t.into(), k.into(), e.into()],
+            &[room.into(), hash.0.to_vec().into(), kept_ids.into(), kept_sizes.into(), bh.into(), encode_entries(&new_block).into(), count.into(), max_event.into(), (size as i32).into()],
             |t| t.into_iter().next().and_then(|r| r.get(1).ok().flatten()),
         );
         nid.ok_or_else(|| storage_error("store_snapshot returned no snapshot"))
@@ -387,13 +287,5 @@ impl StateStore for SpiStateStore<'_, '_> {
         }
         let c = self.cache();
         Ok(keys.iter().map(|k| c.keys.get(k).copied().flatten()).collect())
-    }
-}
-
-fn entry_of(r: pgrx::spi::SpiHeapTupleData<'_>) -> Entry {
-    Entry {
-        type_nid: r.get(1).ok().flatten().unwrap_or_default(),
-        state_key_nid: r.get(2).ok().flatten().unwrap_or_default(),
-        event_nid: r.get(3).ok().flatten().unwrap_or_default(),
     }
 }

@@ -16,8 +16,10 @@
 //! - the same state always has the same [`StateHash`], however its blocks are laid out, so a
 //!   snapshot can be deduplicated by the state it holds, not by its layout.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
+use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 
 /// The most blocks a snapshot may have.
@@ -114,17 +116,108 @@ pub fn normalise(mut entries: Vec<Entry>) -> Vec<Entry> {
 /// Merges layers (oldest first, each sorted) into one sorted block where later layers win.
 /// `drop_removals` is true when the result becomes the bottom layer: nothing older is left for a
 /// removal to hide.
+///
+/// A k-way merge: O(n log k) for n entries in k layers, and no allocation beyond the output
+/// (reading a 100,000-entry state is a few milliseconds, not a tree of 100,000 nodes).
 pub fn merge_layers(layers: &[&[Entry]], drop_removals: bool) -> Vec<Entry> {
-    let mut map: BTreeMap<(i64, i64), i64> = BTreeMap::new();
-    for layer in layers {
-        for e in *layer {
-            map.insert(e.key(), e.event_nid);
+    let total: usize = layers.iter().map(|l| l.len()).sum();
+    let mut out: Vec<Entry> = Vec::with_capacity(total);
+    // (key, newest layer first, position): the first popped entry of a key is the winning one.
+    let mut heap: BinaryHeap<Reverse<((i64, i64), Reverse<usize>, usize)>> = BinaryHeap::with_capacity(layers.len());
+    for (li, layer) in layers.iter().enumerate() {
+        if let Some(first) = layer.first() {
+            heap.push(Reverse((first.key(), Reverse(li), 0)));
         }
     }
-    map.into_iter()
-        .filter(|(_, ev)| !(drop_removals && *ev == 0))
-        .map(|((t, k), ev)| Entry { type_nid: t, state_key_nid: k, event_nid: ev })
-        .collect()
+    let mut last_key: Option<(i64, i64)> = None;
+    while let Some(Reverse((key, Reverse(li), pos))) = heap.pop() {
+        let e = layers[li][pos];
+        if last_key != Some(key) {
+            last_key = Some(key);
+            if !(drop_removals && e.event_nid == 0) {
+                out.push(e);
+            }
+        }
+        if let Some(next) = layers[li].get(pos + 1) {
+            heap.push(Reverse((next.key(), Reverse(li), pos + 1)));
+        }
+    }
+    out
+}
+
+/// The storage form of a block (`state_blocks.entries`): a format byte, then per entry (sorted
+/// by key) three LEB128 varints: the type NID minus the previous one, the state key NID (minus
+/// the previous one when the type is the same), the event NID. About 6-8 bytes an entry instead
+/// of 24, decoded at memory speed; one row per block instead of one per entry.
+pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + entries.len() * 8);
+    out.push(ENTRIES_FORMAT);
+    let (mut t, mut k) = (0i64, 0i64);
+    for e in entries {
+        let dt = e.type_nid - t;
+        put_varint(&mut out, dt as u64);
+        put_varint(&mut out, if dt == 0 { e.state_key_nid - k } else { e.state_key_nid } as u64);
+        put_varint(&mut out, e.event_nid as u64);
+        t = e.type_nid;
+        k = e.state_key_nid;
+    }
+    out
+}
+
+const ENTRIES_FORMAT: u8 = 1;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// Decodes what [`encode_entries`] wrote; a corrupt value is an error, never a wrong state.
+pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>> {
+    let corrupt = |what: &str| Error::invalid(None, format!("corrupt state block: {what}"));
+    let (&format, body) = bytes.split_first().ok_or_else(|| corrupt("empty"))?;
+    if format != ENTRIES_FORMAT {
+        return Err(corrupt(&format!("unknown format {format}")));
+    }
+    let mut pos = 0usize;
+    let next = |pos: &mut usize| -> Result<i64> {
+        let (mut v, mut shift) = (0u64, 0u32);
+        loop {
+            let b = *body.get(*pos).ok_or_else(|| corrupt("truncated varint"))?;
+            *pos += 1;
+            if shift > 63 {
+                return Err(corrupt("varint longer than 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return i64::try_from(v).map_err(|_| corrupt("NID out of range"));
+            }
+            shift += 7;
+        }
+    };
+    let mut out: Vec<Entry> = Vec::with_capacity(body.len() / 6);
+    let (mut t, mut k) = (0i64, 0i64);
+    while pos < body.len() {
+        let dt = next(&mut pos)?;
+        let sk = next(&mut pos)?;
+        let ev = next(&mut pos)?;
+        let type_nid = t.checked_add(dt).ok_or_else(|| corrupt("NID overflow"))?;
+        let state_key_nid = if dt == 0 { k.checked_add(sk).ok_or_else(|| corrupt("NID overflow"))? } else { sk };
+        let e = Entry { type_nid, state_key_nid, event_nid: ev };
+        if out.last().is_some_and(|p| p.key() >= e.key()) {
+            return Err(corrupt("entries out of order"));
+        }
+        out.push(e);
+        t = type_nid;
+        k = state_key_nid;
+    }
+    Ok(out)
 }
 
 /// The full state held by layers (oldest first): live entries, sorted by key.
@@ -221,7 +314,47 @@ pub fn child_layout<Id: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
+
+    #[test]
+    fn packed_entries_round_trip_and_reject_corruption() {
+        let entries = vec![e(1, 1, 7), e(1, 65_536, 0), e(1, 70_000, 1 << 40), e(14, 1, 3), e(65_540, 65_537, 99)];
+        let bytes = encode_entries(&entries);
+        assert!(bytes.len() < entries.len() * 10, "{} bytes", bytes.len());
+        assert_eq!(decode_entries(&bytes).unwrap(), entries);
+        assert_eq!(decode_entries(&encode_entries(&[])).unwrap(), vec![]);
+        assert!(decode_entries(&bytes[..bytes.len() - 1]).is_err(), "truncated");
+        assert!(decode_entries(&[]).is_err(), "no format byte");
+        assert!(decode_entries(&[9]).is_err(), "unknown format");
+        // (1, 1) twice: a state key delta of 0 within the same type.
+        assert!(decode_entries(&[1, 1, 1, 1, 0, 0, 1]).is_err(), "repeated key");
+    }
+
+    #[test]
+    fn merge_layers_agrees_with_a_map() {
+        let mut seed = 7u64;
+        let mut rnd = |n: u64| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) % n
+        };
+        for _ in 0..200 {
+            let layers: Vec<Vec<Entry>> = (0..1 + rnd(6))
+                .map(|_| normalise((0..rnd(40)).map(|_| e(1 + rnd(3) as i64, 1 + rnd(20) as i64, rnd(5) as i64)).collect()))
+                .collect();
+            let refs: Vec<&[Entry]> = layers.iter().map(Vec::as_slice).collect();
+            for drop in [false, true] {
+                let mut map: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+                for l in &layers {
+                    for x in l {
+                        map.insert(x.key(), x.event_nid);
+                    }
+                }
+                let want: Vec<Entry> =
+                    map.into_iter().filter(|(_, v)| !(drop && *v == 0)).map(|((t, k), v)| e(t, k, v)).collect();
+                assert_eq!(merge_layers(&refs, drop), want);
+            }
+        }
+    }
 
     fn e(t: i64, k: i64, ev: i64) -> Entry {
         Entry { type_nid: t, state_key_nid: k, event_nid: ev }

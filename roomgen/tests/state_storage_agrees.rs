@@ -4,6 +4,7 @@
 //! Every event of forked generated rooms of every room version, plus injected events the rules
 //! reject, must get the same outcome and the same state before and after.
 
+use roomserver_core::room_state::StateStore as _;
 use std::collections::HashMap;
 
 mod common;
@@ -65,6 +66,7 @@ fn stored_state_equals_naive_recomputation() {
             for (snap, want) in [(adm.state_before, &naive.before[&id]), (adm.state_after, &naive.after[&id])] {
                 let got = room.state_strings(snap).unwrap();
                 assert_eq!(&got, want, "v{} seed {seed} {id}: snapshot {snap}", rv.id);
+                assert_eq!(room.store.snapshot(snap).unwrap().size, want.len() as i64, "v{} seed {seed} {id}: state size", rv.id);
                 let mut key: Vec<_> = got.into_iter().collect();
                 key.sort();
                 assert_eq!(*snapshot_of_state.entry(key).or_insert(snap), snap, "v{} seed {seed}: one state, two snapshots", rv.id);

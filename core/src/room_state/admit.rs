@@ -32,7 +32,7 @@ pub fn admit(
     current: Option<i64>,
 ) -> Result<Admission> {
     let state_before = if prev_states.is_empty() {
-        store.save_snapshot(&[], Vec::new(), StateHash::default())?
+        store.save_snapshot(&[], Vec::new(), StateHash::default(), 0)?
     } else {
         resolve_snapshots(rv, store, prev_states)?
     };

@@ -75,7 +75,7 @@ impl StateStore for MemoryStore {
         Ok(self.full_state(snapshot)?.into_iter().filter(|e| e.event_nid >= min_event_nid).collect())
     }
 
-    fn save_snapshot(&mut self, kept: &[BlockRef<i64>], new_block: Vec<Entry>, hash: StateHash) -> Result<i64> {
+    fn save_snapshot(&mut self, kept: &[BlockRef<i64>], new_block: Vec<Entry>, hash: StateHash, size: i64) -> Result<i64> {
         if let Some(&nid) = self.snapshot_by_hash.get(&hash) {
             return Ok(nid);
         }
@@ -96,7 +96,7 @@ impl StateStore for MemoryStore {
             blocks.push(BlockRef { id, len });
         }
         let nid = self.snapshots.len() as i64 + 1;
-        self.snapshots.push(Rc::new(Snapshot { nid, hash, blocks }));
+        self.snapshots.push(Rc::new(Snapshot { nid, hash, blocks, size }));
         self.snapshot_by_hash.insert(hash, nid);
         Ok(nid)
     }

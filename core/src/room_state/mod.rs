@@ -48,6 +48,8 @@ pub struct Snapshot {
     pub nid: i64,
     pub hash: StateHash,
     pub blocks: Vec<BlockRef<i64>>,
+    /// How many entries the state has (kept so nobody reads a state to count it).
+    pub size: i64,
 }
 
 /// Where state lives. Implementations cache as they see fit; every method may fail with a
@@ -62,7 +64,7 @@ pub trait StateStore {
     fn entries_since(&mut self, snapshot: i64, min_event_nid: i64) -> Result<Vec<Entry>>;
     /// Stores a snapshot of `kept` blocks plus `new_block` (when not empty), unless a snapshot
     /// with the same state hash exists: its NID is returned then.
-    fn save_snapshot(&mut self, kept: &[BlockRef<i64>], new_block: Vec<Entry>, hash: StateHash) -> Result<i64>;
+    fn save_snapshot(&mut self, kept: &[BlockRef<i64>], new_block: Vec<Entry>, hash: StateHash, size: i64) -> Result<i64>;
     /// Events by NID (all must exist).
     fn events(&mut self, nids: &[i64]) -> Result<Vec<Rc<StoredEvent>>>;
     /// The NID of an event of this room by its ID.

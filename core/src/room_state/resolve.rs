@@ -29,8 +29,18 @@ pub fn apply_change(store: &mut dyn StateStore, parent: i64, change: Vec<Entry>)
         return Ok(parent);
     }
     let snap = store.snapshot(parent)?;
+    let change = crate::state_blocks::normalise(change);
     let keys: Vec<(i64, i64)> = change.iter().map(Entry::key).collect();
     let old: HashMap<(i64, i64), Option<i64>> = keys.iter().copied().zip(store.lookup(parent, &keys)?).collect();
+    let size = snap.size
+        + change
+            .iter()
+            .map(|e| match (old[&e.key()].is_some(), e.event_nid != 0) {
+                (false, true) => 1,
+                (true, false) => -1,
+                _ => 0,
+            })
+            .sum::<i64>();
     let mut failure: Option<Error> = None;
     let layout = child_layout(
         &snap.blocks,
@@ -51,7 +61,7 @@ pub fn apply_change(store: &mut dyn StateStore, parent: i64, change: Vec<Entry>)
     if layout.state_hash == snap.hash {
         return Ok(parent);
     }
-    store.save_snapshot(&layout.kept, layout.new_block, layout.state_hash)
+    store.save_snapshot(&layout.kept, layout.new_block, layout.state_hash, size)
 }
 
 /// Resolves the states of `snapshots` with the algorithm of `rv` and returns the snapshot of the

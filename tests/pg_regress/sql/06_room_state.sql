@@ -54,6 +54,28 @@ SELECT (SELECT array_agg(i ORDER BY i) FROM jsonb_array_elements_text(roomserver
 SELECT count(DISTINCT state_after) AS distinct_states, count(*) AS events FROM roomserver.stored_events;
 SELECT count(*) AS snapshots, max(cardinality(block_nids)) AS max_blocks FROM roomserver.state_snapshots;
 SELECT count(*) AS blocks, sum(entry_count) AS entries FROM roomserver.state_blocks;
+-- Every snapshot knows its size without being read, and knows it right.
+SELECT bool_and(s.state_size = (SELECT count(*) FROM roomserver.snapshot_entries(s.room_nid, s.snapshot_nid))) AS sizes_right,
+       max(s.state_size) AS largest_state
+FROM roomserver.state_snapshots s;
+-- The blocks of the current state, oldest first, and the newest block's entries by name.
+SELECT b.pos, b.size
+FROM roomserver.rooms r, roomserver.state_snapshots s,
+     unnest(s.block_nids, s.block_sizes) WITH ORDINALITY AS b(block_nid, size, pos)
+WHERE r.room_id = :'room_id' AND s.room_nid = r.room_nid AND s.snapshot_nid = r.current_state ORDER BY b.pos;
+SELECT roomserver.event_type(e.type_nid) AS type, roomserver.state_key(s.room_nid, e.state_key_nid) AS state_key,
+       roomserver.event_id(s.room_nid, e.event_nid) IS NOT NULL AS known_event
+FROM roomserver.rooms r
+JOIN roomserver.state_snapshots s ON s.room_nid = r.room_nid AND s.snapshot_nid = r.current_state
+CROSS JOIN LATERAL roomserver.block_entries(s.room_nid, s.block_nids[cardinality(s.block_nids)]) e
+WHERE r.room_id = :'room_id' ORDER BY 1, 2;
+-- One key at the current state by NIDs (what state_at_event(pairs => ...) uses), and a snapshot
+-- of another room: 404.
+SELECT l.ord, roomserver.event_id(r.room_nid, l.event_nid) = (SELECT event_id FROM roomserver.current_state WHERE room_id = :'room_id' AND type = 'm.room.create') AS is_create
+FROM roomserver.rooms r, roomserver.snapshot_lookup(r.room_nid, r.current_state, ARRAY[roomserver.event_type_nid('m.room.create'), 999], ARRAY[1, 1]) l
+WHERE r.room_id = :'room_id';
+SELECT pg_temp.try(format('SELECT * FROM roomserver.snapshot_lookup(%s, %s, ARRAY[1], ARRAY[1])', 424242, 1));
+SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_lookup(1, 1, ARRAY[1, 2], ARRAY[1])');
 
 -- Bad input: unknown room, unknown event, an event of another room: 404 (P0002).
 SELECT pg_temp.try($$SELECT roomserver.state_ids('!nowhere:example.org', 'x')$$);

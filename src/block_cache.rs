@@ -1,0 +1,211 @@
+//! State snapshots and blocks, cached for the life of the backend.
+//!
+//! A snapshot or a block never changes once written and its NID (from a sequence) is never
+//! reused, so a backend may keep what it has read: after the first read of a room's state, a
+//! single-key lookup is a binary search per block in memory (no SQL at all) and a full state is a
+//! k-way merge of cached blocks. Ingest and the read functions share the cache.
+//!
+//! What could make an entry wrong, and what clears the cache:
+//! - the state tables are truncated, dropped or re-created (NIDs could then be reused): a
+//!   relcache invalidation of either table (delivered at the next transaction start at the
+//!   latest), or a reset of all caches;
+//! - a transaction that wrote state (or created the extension) rolls back: any abort, since
+//!   aborts are rare and the cache refills itself.
+//!
+//! Nothing maps hashes to NIDs here: deduplication always asks the tables. The cache is bounded
+//! ([`MAX_ENTRIES`]); past it, it starts over.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use pgrx::pg_sys;
+use pgrx::spi::SpiClient;
+use roomserver_core::room_state::Snapshot;
+use roomserver_core::state_blocks::{decode_entries, BlockRef, Entry, StateHash};
+use roomserver_core::{Error, Result};
+
+use crate::spi_plans::{execute, Statement, INT8, INT8_ARRAY};
+
+/// At most this many block entries are cached per backend (24 bytes each, so about 24 MB):
+/// the states of several 100,000-member rooms with their history.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+/// A cached block: its entries sorted by key and its newest event.
+pub struct Block {
+    pub entries: Vec<Entry>,
+    pub max_event_nid: i64,
+}
+
+#[derive(Default)]
+struct Cache {
+    snapshots: HashMap<i64, (i64, Rc<Snapshot>)>,
+    blocks: HashMap<i64, (i64, Rc<Block>)>,
+    entries: usize,
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+    // Set by the callbacks, which must not touch CACHE (they can run in the middle of a query
+    // made while it is borrowed); acted on at the next use.
+    static STALE: Cell<bool> = const { Cell::new(false) };
+    // The OIDs of state_snapshots and state_blocks, once known; 0 before.
+    static WATCHED: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    static REGISTERED: Cell<bool> = const { Cell::new(false) };
+}
+
+// The callbacks only set thread-locals: they cannot raise, so they need no #[pg_guard].
+unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let (a, b) = WATCHED.with(Cell::get);
+    let r = relid.to_u32();
+    if r == 0 || r == a || r == b {
+        STALE.with(|s| s.set(true));
+    }
+}
+
+unsafe extern "C-unwind" fn on_transaction_event(event: pg_sys::XactEvent::Type, _arg: *mut std::ffi::c_void) {
+    if event == pg_sys::XactEvent::XACT_EVENT_ABORT || event == pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT {
+        STALE.with(|s| s.set(true));
+    }
+}
+
+const WATCHED_OIDS: Statement = Statement {
+    name: "cache.watched",
+    sql: "SELECT 'roomserver.state_snapshots'::regclass::oid::bigint, 'roomserver.state_blocks'::regclass::oid::bigint",
+    args: &[],
+    mutating: false,
+};
+const SNAPSHOT: Statement = Statement {
+    name: "cache.snapshot",
+    sql: "SELECT state_hash, block_nids, block_sizes, state_size FROM roomserver.state_snapshots WHERE room_nid = $1 AND snapshot_nid = $2",
+    args: &[INT8, INT8],
+    mutating: false,
+};
+const BLOCKS: Statement = Statement {
+    name: "cache.blocks",
+    // A primary-key probe per block, whatever the statistics were when the plan was kept.
+    sql: "SELECT b.block_nid, b.entries, b.max_event_nid FROM unnest($2::bigint[]) AS q(nid)
+          CROSS JOIN LATERAL (SELECT * FROM roomserver.state_blocks b WHERE b.room_nid = $1 AND b.block_nid = q.nid OFFSET 0) b",
+    args: &[INT8, INT8_ARRAY],
+    mutating: false,
+};
+
+fn corrupt(what: &str) -> Error {
+    Error::invalid(None, format!("corrupt state storage: {what}"))
+}
+
+/// Called before every use: registers the callbacks once, drops a stale or oversized cache.
+fn prepare(client: &mut SpiClient<'_>) {
+    if !REGISTERED.with(Cell::get) {
+        // SAFETY: plain C registrations with functions that only set thread-locals.
+        unsafe {
+            pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0));
+            pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
+        }
+        REGISTERED.with(|r| r.set(true));
+        STALE.with(|s| s.set(true));
+    }
+    if STALE.with(|s| s.replace(false)) {
+        CACHE.with(|c| *c.borrow_mut() = Cache::default());
+        let oids: (i64, i64) = execute(client, &WATCHED_OIDS, &[], |t| {
+            t.into_iter()
+                .next()
+                .map(|r| (r.get(1).ok().flatten().unwrap_or_default(), r.get(2).ok().flatten().unwrap_or_default()))
+                .unwrap_or_default()
+        });
+        WATCHED.with(|w| w.set((oids.0 as u32, oids.1 as u32)));
+    }
+    if CACHE.with(|c| c.borrow().entries > MAX_ENTRIES) {
+        CACHE.with(|c| *c.borrow_mut() = Cache::default());
+    }
+}
+
+/// A snapshot of the room; `Error::not_found` when there is none.
+pub fn snapshot(client: &mut SpiClient<'_>, room_nid: i64, nid: i64) -> Result<Rc<Snapshot>> {
+    prepare(client);
+    if let Some((room, s)) = CACHE.with(|c| c.borrow().snapshots.get(&nid).cloned()) {
+        if room == room_nid {
+            return Ok(s);
+        }
+        return Err(Error::not_found(format!("state snapshot {nid} of room NID {room_nid} not found")));
+    }
+    let row: Option<(Vec<u8>, Vec<i64>, Vec<i32>, i32)> = execute(client, &SNAPSHOT, &[room_nid.into(), nid.into()], |t| {
+        t.into_iter().next().map(|r| {
+            (
+                r.get(1).ok().flatten().unwrap_or_default(),
+                r.get(2).ok().flatten().unwrap_or_default(),
+                r.get(3).ok().flatten().unwrap_or_default(),
+                r.get(4).ok().flatten().unwrap_or_default(),
+            )
+        })
+    });
+    let (hash, ids, sizes, size) = row.ok_or_else(|| Error::not_found(format!("state snapshot {nid} of room NID {room_nid} not found")))?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt("state hash is not 32 bytes"))?;
+    if ids.len() != sizes.len() {
+        return Err(corrupt("block_nids and block_sizes differ in length"));
+    }
+    let blocks = ids.into_iter().zip(sizes).map(|(id, len)| BlockRef { id, len: len as usize }).collect();
+    let snap = Rc::new(Snapshot { nid, hash: StateHash(hash), blocks, size: i64::from(size) });
+    CACHE.with(|c| c.borrow_mut().snapshots.insert(nid, (room_nid, snap.clone())));
+    Ok(snap)
+}
+
+/// Blocks of the room by NID, in the order asked; the missing ones are read in one query.
+pub fn blocks(client: &mut SpiClient<'_>, room_nid: i64, ids: &[i64]) -> Result<Vec<Rc<Block>>> {
+    prepare(client);
+    let mut missing: Vec<i64> = CACHE.with(|c| {
+        let c = c.borrow();
+        ids.iter().copied().filter(|id| !matches!(c.blocks.get(id), Some((r, _)) if *r == room_nid)).collect()
+    });
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        let rows: Vec<(i64, Option<Vec<u8>>, i64)> = execute(client, &BLOCKS, &[room_nid.into(), missing.into()], |t| {
+            t.map(|r| (r.get(1).ok().flatten().unwrap_or_default(), r.get(2).ok().flatten(), r.get(3).ok().flatten().unwrap_or_default()))
+                .collect()
+        });
+        for (id, bytes, max_event_nid) in rows {
+            let entries = decode_entries(&bytes.ok_or_else(|| corrupt("a block without entries"))?)?;
+            CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                c.entries += entries.len();
+                c.blocks.insert(id, (room_nid, Rc::new(Block { entries, max_event_nid })));
+            });
+        }
+    }
+    CACHE.with(|c| {
+        let c = c.borrow();
+        ids.iter()
+            .map(|id| match c.blocks.get(id) {
+                Some((r, b)) if *r == room_nid => Ok(b.clone()),
+                _ => Err(Error::not_found(format!("state block {id} of room NID {room_nid} not found"))),
+            })
+            .collect()
+    })
+}
+
+/// The blocks of a snapshot, oldest first.
+pub fn snapshot_blocks(client: &mut SpiClient<'_>, room_nid: i64, snapshot_nid: i64) -> Result<Vec<Rc<Block>>> {
+    let snap = snapshot(client, room_nid, snapshot_nid)?;
+    let ids: Vec<i64> = snap.blocks.iter().map(|b| b.id).collect();
+    blocks(client, room_nid, &ids)
+}
+
+/// The event for each key in a snapshot (`None`: not in the state): the newest block holding
+/// the key decides.
+pub fn lookup(client: &mut SpiClient<'_>, room_nid: i64, snapshot_nid: i64, keys: &[(i64, i64)]) -> Result<Vec<Option<i64>>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let blocks = snapshot_blocks(client, room_nid, snapshot_nid)?;
+    Ok(keys
+        .iter()
+        .map(|key| {
+            blocks
+                .iter()
+                .rev()
+                .find_map(|b| b.entries.binary_search_by(|e| e.key().cmp(key)).ok().map(|i| b.entries[i].event_nid))
+                .filter(|ev| *ev != 0)
+        })
+        .collect())
+}
