@@ -150,7 +150,7 @@ BEGIN
     END IF;
     ev := roomserver.find_event(event.event_id);
     IF requesting_server IS NOT NULL THEN
-        visible := roomserver.server_may_see_events(ev.room_nid, ARRAY[ev.event_nid], requesting_server)[1];
+        visible := (roomserver.server_may_see_events(ev.room_nid, ARRAY[ev.event_nid], requesting_server))[1];
     END IF;
     RETURN roomserver.transaction_body(roomserver.federation_pdus(ev.room_nid, ARRAY[ev.event_nid], ARRAY[visible]));
 END

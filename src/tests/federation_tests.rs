@@ -152,7 +152,13 @@ mod tests {
         Spi::run("SET roomserver.server_name = 'here.example'").unwrap();
         // (setting, visible) pairs met, so the test shows it covered each case.
         let mut seen: HashMap<(HistoryVisibility, bool), usize> = HashMap::new();
-        for (i, version) in ["10", "12"].iter().enumerate() {
+        use HistoryVisibility::*;
+        let cases = [(WorldReadable, true), (Shared, true), (Invited, true), (Invited, false), (Joined, true), (Joined, false)];
+        for (i, version) in ["10", "12", "11", "9"].iter().enumerate() {
+            // Enough generated rooms to meet every case (each room checks all its events).
+            if i >= 2 && cases.iter().all(|c| seen.contains_key(c)) {
+                break;
+            }
             let room = load_room(10 + i, version, 300);
             let mut naive = NaiveRoom::new(room.rv);
             for p in &room.pdus {
@@ -193,8 +199,7 @@ mod tests {
                 assert_eq!(p, &stored);
             }
         }
-        use HistoryVisibility::*;
-        for case in [(WorldReadable, true), (Shared, true), (Invited, true), (Invited, false), (Joined, true), (Joined, false)] {
+        for case in cases {
             assert!(seen.get(&case).copied().unwrap_or(0) > 0, "case {case:?} not covered: {seen:?}");
         }
     }
@@ -247,7 +252,7 @@ mod tests {
 
     #[pg_test(error = "limit must be positive, got 0")]
     fn limit_zero_is_an_error() {
-        let room = load_room(30, "10", 20);
+        let room = load_room(30, "10", 60);
         Spi::run(&format!("SELECT roomserver.backfill('{}', ARRAY['$x'], 0)", room.room_id)).unwrap();
     }
 
