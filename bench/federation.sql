@@ -14,10 +14,10 @@ SELECT set_config('bench.room_id', :'room_id', false) \g /dev/null
 
 -- Random points at least 300 deep on either side, so that each walk can return 100 events.
 CREATE TEMP TABLE points AS
-SELECT e.event_id, row_number() OVER () AS i
-FROM roomserver.stored_events e
-WHERE e.room_nid = :room_nid AND e.depth BETWEEN 300 AND :max_depth - 300
-ORDER BY random() LIMIT :samples;
+SELECT x.event_id, row_number() OVER () AS i
+FROM (SELECT e.event_id FROM roomserver.stored_events e
+      WHERE e.room_nid = :room_nid AND e.depth BETWEEN 300 AND :max_depth - 300
+      ORDER BY random() LIMIT :samples) x;
 
 -- The naive walks: the transitive closure by WITH RECURSIVE, sorted and cut at the limit.
 CREATE FUNCTION pg_temp.naive_backfill(room_id text, v text[], lim int) RETURNS jsonb LANGUAGE sql STABLE AS $$

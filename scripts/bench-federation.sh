@@ -6,7 +6,7 @@
 #
 # Usage: scripts/bench-federation.sh [SIZE...]        (default: 10000 100000 1000000)
 # Environment: BENCH_DIR (cluster + room files; kept between runs when set, so a loaded room is
-# reused), SAMPLES (default 50), NAIVE_SAMPLES (default 10), BENCH_PG_BIN / BENCH_PGRX_HOME to
+# reused), BENCH_PORT, SAMPLES (default 50), NAIVE_SAMPLES (default 10), BENCH_PG_BIN / BENCH_PGRX_HOME to
 # use another PostgreSQL installation than the system one.
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -29,12 +29,12 @@ if [ "$(id -u)" = 0 ]; then chown postgres: "$DIR"; fi
 if [ -f "$DIR/port" ] && as_cluster_user "$PG_BIN/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
     export PGHOST="$DIR" PGPORT="$(cat "$DIR/port")" PGUSER=postgres
 elif [ -d "$DIR/data" ]; then
-    port="$(free_port)"; echo "$port" > "$DIR/port"
+    port="${BENCH_PORT:-$(free_port)}"; echo "$port" > "$DIR/port"
     as_cluster_user "$PG_BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
         -o "-p $port -k $DIR -c listen_addresses=localhost -c fsync=off -c shared_buffers=2GB" start >/dev/null
     export PGHOST="$DIR" PGPORT="$port" PGUSER=postgres
 else
-    port="$(free_port)"; echo "$port" > "$DIR/port"
+    port="${BENCH_PORT:-$(free_port)}"; echo "$port" > "$DIR/port"
     as_cluster_user "$PG_BIN/initdb" -D "$DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
     as_cluster_user "$PG_BIN/pg_ctl" -D "$DIR/data" -l "$DIR/server.log" -w \
         -o "-p $port -k $DIR -c listen_addresses=localhost -c fsync=off -c shared_buffers=2GB" start >/dev/null
@@ -51,9 +51,9 @@ for size in "${SIZES[@]}"; do
     db="fed_$size"
     if ! psql -X -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1; then
         file="$DIR/room-$size.copy"
-        # Message-heavy (little state churn), forked every 50 events into up to 3 branches.
-        target/release/roomgen --seed 7 --version 11 --members 200 --servers 10 --events "$size" \
-            --fork-every 50 --fork-width 3 --fork-depth 4 --churn 0.02 --format copy --out "$file" --quiet
+        # Message-heavy (little state churn), forked every 100 events into 2 branches of up to 3 events.
+        target/release/roomgen --seed 7 --version 11 --members 50 --servers 5 --events "$size" \
+            --fork-every 100 --fork-width 2 --fork-depth 3 --churn 0.01 --format copy --out "$file" --quiet
         chmod 644 "$file"
         psql -X -q -d postgres -c "CREATE DATABASE $db"
         psql -X -q -d "$db" -c "CREATE EXTENSION pg_roomserver"
