@@ -65,13 +65,48 @@ $$;
 
 -- The PDUs of events in the order given, in the room version's federation format; those the
 -- requesting server may not see (visible[i] false) redacted, so that the DAG stays connected.
+-- The same JSON as roomserver.event_pdu, built for the whole batch in one set-based query:
+-- calling event_pdu per event cost about 0.3 ms each (three SQL function calls), which was most
+-- of a 100-event backfill.
 CREATE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT COALESCE(jsonb_agg(CASE WHEN u.visible THEN p.pdu ELSE roomserver.redact(p.pdu, r.room_version) END ORDER BY u.ord), '[]'::jsonb)
-    FROM unnest(event_nids, visible) WITH ORDINALITY AS u(nid, visible, ord)
-    JOIN roomserver.rooms r ON r.room_nid = federation_pdus.room_nid
-    CROSS JOIN LATERAL (SELECT roomserver.event_pdu(federation_pdus.room_nid, u.nid) AS pdu) p
+    WITH u AS (
+        SELECT x.nid, x.visible, x.ord FROM unnest(event_nids, visible) WITH ORDINALITY AS x(nid, visible, ord)
+    ), refs AS (
+        SELECT ed.event_nid, ed.kind,
+               jsonb_agg(CASE WHEN ed.ref_hashes IS NULL THEN to_jsonb(COALESCE(t.event_id, ed.target_event_id))
+                              ELSE jsonb_build_array(COALESCE(t.event_id, ed.target_event_id), ed.ref_hashes) END
+                         ORDER BY ed.position) AS list
+        FROM u
+        JOIN roomserver.event_edges ed ON ed.room_nid = federation_pdus.room_nid AND ed.event_nid = u.nid
+        LEFT JOIN roomserver.stored_events t ON t.room_nid = ed.room_nid AND t.event_nid = ed.target_nid
+        GROUP BY ed.event_nid, ed.kind
+    ), pdus AS (
+        SELECT u.ord, u.visible, r.room_version,
+               e.pdu_rest
+            || jsonb_build_object(
+                   'type', t.event_type,
+                   'sender', s.state_key,
+                   'depth', e.depth,
+                   'origin_server_ts', e.origin_server_ts,
+                   'prev_events', COALESCE(p.list, '[]'::jsonb),
+                   'auth_events', COALESCE(a.list, '[]'::jsonb))
+            || CASE WHEN e.room_id_implied THEN '{}'::jsonb ELSE jsonb_build_object('room_id', r.room_id) END
+            || CASE WHEN e.state_key_nid IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('state_key', k.state_key) END
+            || CASE WHEN r.room_version IN ('1', '2') THEN jsonb_build_object('event_id', e.event_id) ELSE '{}'::jsonb END AS pdu
+        FROM u
+        JOIN roomserver.stored_events e ON e.room_nid = federation_pdus.room_nid AND e.event_nid = u.nid
+        JOIN roomserver.rooms r ON r.room_nid = e.room_nid
+        JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
+        JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
+        LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid
+        LEFT JOIN refs p ON p.event_nid = u.nid AND p.kind = 'p'
+        LEFT JOIN refs a ON a.event_nid = u.nid AND a.kind = 'a'
+    )
+    SELECT COALESCE(jsonb_agg(CASE WHEN pdus.visible THEN pdus.pdu ELSE roomserver.redact(pdus.pdu, pdus.room_version) END
+                              ORDER BY pdus.ord), '[]'::jsonb)
+    FROM pdus
 $$;
 
 -- A transaction-shaped body: {"origin", "origin_server_ts" (the time of the call), "pdus"}.
