@@ -62,29 +62,32 @@ SELECT * FROM roomserver.backward_extremities(:'room_id');
 -- History visibility per requesting server: the sample room is 'shared', so every server sees
 -- everything. Switch to 'joined' in a copy of the state (a new event) and ask again.
 SELECT jsonb_agg(DISTINCT r) AS redacted FROM pg_temp.show((roomserver.backfill(:'room_id', ARRAY[:'latest'], 100, 'stranger.example'))->'pdus') s, LATERAL (SELECT s.redacted) x(r);
-SELECT pdu AS hv_pdu FROM sample WHERE pdu->>'type' = 'm.room.history_visibility' LIMIT 1 \gset
-SELECT state_key AS admin FROM roomserver.events WHERE room_id = :'room_id' AND type = 'm.room.create' \gset
 SELECT sender AS creator FROM roomserver.events WHERE room_id = :'room_id' AND type = 'm.room.create' \gset
-SELECT jsonb_build_object('type', 'm.room.history_visibility', 'state_key', '', 'room_id', :'room_id',
-         'sender', :'creator', 'content', '{"history_visibility": "joined"}'::jsonb,
-         'depth', (SELECT max(depth) + 1 FROM roomserver.events WHERE room_id = :'room_id'),
-         'origin_server_ts', 1700000099000,
-         'prev_events', (SELECT jsonb_agg(e) FROM roomserver.forward_extremities(:'room_id') e),
-         'auth_events', (SELECT jsonb_agg(event_id) FROM roomserver.current_state WHERE room_id = :'room_id'
-                         AND (type, state_key) IN (('m.room.power_levels', ''), ('m.room.member', :'creator'))))
-       AS hv_joined \gset
-SELECT :'hv_joined'::jsonb || jsonb_build_object('hashes', jsonb_build_object('sha256', roomserver.content_hash(:'hv_joined'))) AS hv_joined \gset
-SELECT r->>'rejection' AS rejection, r->>'soft_failure' AS soft_failure, r->>'event_id' AS hv_id
-FROM roomserver.ingest_event(:'hv_joined') r \gset
-SELECT :'rejection' = '' AS accepted;
--- From the change on, servers without a joined user get the redacted form; s1 has members.
+SELECT jsonb_agg(event_id) AS auth FROM roomserver.current_state WHERE room_id = :'room_id'
+   AND (type, state_key) IN (('m.room.power_levels', ''), ('m.room.member', :'creator')) \gset
+CREATE FUNCTION pg_temp.sealed(pdu jsonb) RETURNS jsonb LANGUAGE sql
+AS $$ SELECT pdu || jsonb_build_object('hashes', jsonb_build_object('sha256', roomserver.content_hash(pdu))) $$;
+SELECT (roomserver.ingest_event(pg_temp.sealed(jsonb_build_object('type', 'm.room.history_visibility', 'state_key', '',
+         'room_id', :'room_id', 'sender', :'creator', 'content', '{"history_visibility": "joined"}'::jsonb,
+         'depth', 35, 'origin_server_ts', 1700000099000, 'auth_events', :'auth'::jsonb,
+         'prev_events', (SELECT jsonb_agg(e) FROM roomserver.forward_extremities(:'room_id') e)))))->>'event_id' AS hv_id \gset
+SELECT (roomserver.ingest_event(pg_temp.sealed(jsonb_build_object('type', 'm.room.message',
+         'room_id', :'room_id', 'sender', :'creator', 'content', '{"msgtype": "m.text", "body": "members only"}'::jsonb,
+         'depth', 36, 'origin_server_ts', 1700000099001, 'auth_events', :'auth'::jsonb,
+         'prev_events', jsonb_build_array(:'hv_id')))))->>'event_id' AS msg_id \gset
+SELECT depth, type, rejected, soft_failed FROM roomserver.events WHERE event_id IN (:'hv_id', :'msg_id') ORDER BY depth;
+-- s1 has joined users; s2's user5 is banned but user2 is joined; stranger.example has none.
 SELECT user_id, membership FROM roomserver.room_members WHERE room_id = :'room_id' ORDER BY user_id;
-SELECT * FROM pg_temp.show((roomserver.backfill(:'room_id', ARRAY[:'hv_id'], 3, 'stranger.example'))->'pdus');
-SELECT * FROM pg_temp.show((roomserver.backfill(:'room_id', ARRAY[:'hv_id'], 3, 's1.example'))->'pdus');
-SELECT (roomserver.event(:'hv_id', 'stranger.example'))->'pdus'->0->'content' AS stranger_sees,
-       (roomserver.event(:'hv_id', 's1.example'))->'pdus'->0->'content' AS member_sees;
+-- After the change, a server without a joined user gets the redacted form (the message's
+-- content is gone; the visibility event keeps its content, as redaction does); before it,
+-- 'shared' history is visible to all.
+SELECT * FROM pg_temp.show((roomserver.backfill(:'room_id', ARRAY[:'msg_id'], 3, 'stranger.example'))->'pdus');
+SELECT * FROM pg_temp.show((roomserver.backfill(:'room_id', ARRAY[:'msg_id'], 3, 's1.example'))->'pdus');
+SELECT (roomserver.event(:'msg_id', 'stranger.example'))->'pdus'->0->'content' AS stranger_sees,
+       (roomserver.event(:'msg_id', 's2.example'))->'pdus'->0->'content' AS member_sees;
+SELECT (roomserver.forwards_fill(:'room_id', ARRAY[:'hv_id'], 2, 'stranger.example'))->'pdus'->1 = roomserver.redact(roomserver.pdu(:'msg_id'), '12') AS redacted_form;
 -- Internal calls (no requesting server) are not filtered.
-SELECT (roomserver.backfill(:'room_id', ARRAY[:'hv_id'], 1))->'pdus'->0->'content' AS internal_sees;
+SELECT (roomserver.backfill(:'room_id', ARRAY[:'msg_id'], 1))->'pdus'->0->'content' AS internal_sees;
 
 -- Bad input: unknown room 404 (P0002); limit <= 0 (22023); NULL arguments (22004); unknown
 -- event IDs skipped; a limit over 1000 clamped; another room's events are never returned.
