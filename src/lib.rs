@@ -11,6 +11,7 @@ use pgrx::prelude::*;
 mod auth_functions;
 mod block_cache;
 mod errors;
+mod federation_functions;
 mod ingest;
 mod json_functions;
 mod spi_plans;
@@ -22,6 +23,11 @@ extension_sql_file!("../sql/02_events.sql", name = "events", requires = ["nids"]
 extension_sql_file!("../sql/03_nid_functions.sql", name = "nid_functions", requires = ["events"]);
 extension_sql_file!("../sql/04_event_reads.sql", name = "event_reads", requires = ["nid_functions"]);
 extension_sql_file!("../sql/06_state.sql", name = "state", requires = ["event_reads", nid_set_decode, snapshot_lookup, snapshot_state_arrays, block_entries]);
+extension_sql_file!(
+    "../sql/07_federation.sql",
+    name = "federation",
+    requires = ["state", redact, backfill_walk, forwards_fill_walk, get_missing_events_walk, server_may_see_events]
+);
 extension_sql_file!("../sql/99_finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

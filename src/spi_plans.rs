@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use pgrx::datum::DatumWithOid;
 use pgrx::pg_sys::{PgBuiltInOids, PgOid};
@@ -30,35 +31,37 @@ pub struct Statement {
 }
 
 thread_local! {
-    static PLANS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> = RefCell::new(HashMap::new());
+    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> = RefCell::new(HashMap::new());
 }
 
 /// Executes `stmt` with `args` through its kept plan (preparing it on first use) and hands the
-/// result to `read`.
+/// result to `read`. The plan table is not borrowed while the statement runs: the statement may
+/// call a function of ours that runs statements in turn.
 pub fn execute<'conn, R>(
     client: &mut SpiClient<'conn>,
     stmt: &Statement,
     args: &[DatumWithOid],
     read: impl FnOnce(SpiTupleTable<'conn>) -> R,
 ) -> R {
-    PLANS.with(|plans| {
-        let mut plans = plans.borrow_mut();
-        if !plans.contains_key(stmt.name) {
+    let plan = match PLANS.with(|plans| plans.borrow().get(stmt.name).cloned()) {
+        Some(p) => p,
+        None => {
             let prepared = if stmt.mutating {
                 client.prepare_mut(stmt.sql, stmt.args)
             } else {
                 client.prepare(stmt.sql, stmt.args)
             }
             .or_raise(stmt.name);
-            plans.insert(stmt.name, prepared.keep());
+            let plan = Rc::new(prepared.keep());
+            PLANS.with(|plans| plans.borrow_mut().insert(stmt.name, plan.clone()));
+            plan
         }
-        let plan = &plans[stmt.name];
-        let table = if stmt.mutating {
-            client.update(plan, None, args)
-        } else {
-            client.select(plan, None, args)
-        }
-        .or_raise(stmt.name);
-        read(table)
-    })
+    };
+    let table = if stmt.mutating {
+        client.update(&*plan, None, args)
+    } else {
+        client.select(&*plan, None, args)
+    }
+    .or_raise(stmt.name);
+    read(table)
 }

@@ -136,6 +136,21 @@ pub fn event_visible_to_server<'a>(event: &'a Pdu, state_before: impl IntoIterat
     server_may_see(visibility, members.into_iter().map(|(_, m)| m))
 }
 
+/// The rule as the database applies it, from what it reads of the state after the event: the
+/// content of the `m.room.history_visibility` event (`None`: there is none) and the memberships
+/// of the server's users. An outlier (no state known at it) is visible, as in Synapse.
+pub fn visible_from_stored_state<'a>(
+    outlier: bool,
+    history_visibility_content: Option<&Value>,
+    memberships: impl IntoIterator<Item = &'a str>,
+) -> bool {
+    if outlier {
+        return true;
+    }
+    let visibility = history_visibility_content.and_then(Value::as_object).map_or_else(HistoryVisibility::default, HistoryVisibility::from_content);
+    server_may_see(visibility, memberships)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +183,17 @@ mod tests {
 
     fn message() -> Pdu {
         pdu("$msg", "m.room.message", None, json!({ "body": "hi" }))
+    }
+
+    #[test]
+    fn from_stored_state() {
+        let joined = json!({ "history_visibility": "joined" });
+        assert!(visible_from_stored_state(true, Some(&joined), []));
+        assert!(!visible_from_stored_state(false, Some(&joined), ["leave"]));
+        assert!(visible_from_stored_state(false, Some(&joined), ["leave", "join"]));
+        assert!(visible_from_stored_state(false, None, []));
+        assert!(visible_from_stored_state(false, Some(&json!("joined")), []));
+        assert!(!visible_from_stored_state(false, Some(&json!({ "history_visibility": "invited" })), ["knock"]));
     }
 
     #[test]
