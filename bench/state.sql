@@ -19,7 +19,9 @@ CREATE TABLE results (what text, method text, value numeric, unit text);
 
 -- 1. Load the room: batches of 1,000 PDUs, each batch its own transaction.
 CREATE TABLE room_pdus (n bigserial PRIMARY KEY, pdu jsonb NOT NULL);
-\copy room_pdus (pdu) FROM :'file'
+-- (psql does not expand variables in \copy itself: the command is built in a variable.)
+\set load_room '\\copy room_pdus (pdu) FROM ' :'file'
+:load_room
 SELECT count(*) AS pdus, count(*) FILTER (WHERE pdu ? 'state_key') AS state_pdus FROM room_pdus \gset
 SELECT clock_timestamp() AS t0 \gset
 DO $$

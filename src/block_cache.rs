@@ -42,6 +42,10 @@ struct Cache {
     snapshots: HashMap<i64, (i64, Rc<Snapshot>)>,
     blocks: HashMap<i64, (i64, Rc<Block>)>,
     entries: usize,
+    /// Results of state resolution: sorted snapshot NIDs -> the resolved snapshot.
+    resolutions: HashMap<Vec<i64>, i64>,
+    /// Stored auth chains of state events (stored_events.auth_chain never changes).
+    chains: HashMap<i64, Rc<Vec<i64>>>,
 }
 
 thread_local! {
@@ -81,6 +85,14 @@ const SNAPSHOT: Statement = Statement {
     args: &[INT8, INT8],
     mutating: false,
 };
+const CHAINS: Statement = Statement {
+    name: "cache.chains",
+    sql: "SELECT e.event_nid, e.auth_chain FROM unnest($2::bigint[]) AS q(nid)
+          CROSS JOIN LATERAL (SELECT e.event_nid, e.auth_chain FROM roomserver.stored_events e
+                              WHERE e.room_nid = $1 AND e.event_nid = q.nid OFFSET 0) e",
+    args: &[INT8, INT8_ARRAY],
+    mutating: false,
+};
 const BLOCKS: Statement = Statement {
     name: "cache.blocks",
     // A primary-key probe per block, whatever the statistics were when the plan was kept.
@@ -118,6 +130,53 @@ fn prepare(client: &mut SpiClient<'_>) {
     if CACHE.with(|c| c.borrow().entries > MAX_ENTRIES) {
         CACHE.with(|c| *c.borrow_mut() = Cache::default());
     }
+}
+
+/// The snapshot an earlier resolution of `states` gave in this backend (see
+/// `StateStore::known_resolution`). Snapshot NIDs are global, so the room needs no key.
+pub fn known_resolution(client: &mut SpiClient<'_>, states: &[i64]) -> Option<i64> {
+    prepare(client);
+    CACHE.with(|c| c.borrow().resolutions.get(states).copied())
+}
+
+pub fn remember_resolution(states: &[i64], result: i64) {
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        c.entries += states.len();
+        c.resolutions.insert(states.to_vec(), result);
+    });
+}
+
+/// The stored auth chains of events of the room (empty for events that have none), in the
+/// order asked; the ones not cached are read in one query.
+pub fn auth_chains(client: &mut SpiClient<'_>, room_nid: i64, nids: &[i64]) -> Result<Vec<Rc<Vec<i64>>>> {
+    prepare(client);
+    let mut missing: Vec<i64> = CACHE.with(|c| {
+        let c = c.borrow();
+        nids.iter().copied().filter(|n| !c.chains.contains_key(n)).collect()
+    });
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        let rows: Vec<(i64, Option<Vec<u8>>)> = execute(client, &CHAINS, &[room_nid.into(), missing.into()], |t| {
+            t.map(|r| (r.get(1).ok().flatten().unwrap_or_default(), r.get(2).ok().flatten())).collect()
+        });
+        for (nid, bytes) in rows {
+            let chain = match bytes {
+                Some(b) => roomserver_core::nid_set::decode(&b)?,
+                None => Vec::new(),
+            };
+            CACHE.with(|c| {
+                let mut c = c.borrow_mut();
+                c.entries += chain.len() / 3 + 1;
+                c.chains.insert(nid, Rc::new(chain));
+            });
+        }
+    }
+    CACHE.with(|c| {
+        let c = c.borrow();
+        nids.iter().map(|n| c.chains.get(n).cloned().ok_or_else(|| Error::not_found(format!("event NID {n} is not stored")))).collect()
+    })
 }
 
 /// A snapshot of the room; `Error::not_found` when there is none.

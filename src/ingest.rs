@@ -423,7 +423,8 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
                     )
                 }
                 let ctx = contexts.entry(r).or_default();
-                let adm = admit(&rv, &mut store, &event, &prev_states, &auth_nids, ctx.current).or_raise(&where_);
+                let current: Vec<i64> = ctx.extremities.values().copied().collect();
+                let adm = admit(&rv, &mut store, &event, &prev_states, &auth_nids, &current).or_raise(&where_);
                 // Resolving the current state may need the event itself.
                 let admitted = StoredEvent { rejected: adm.rejection.is_some(), state_after: Some(adm.state_after), ..event.clone() };
                 store.remember(admitted, chain.clone());
@@ -446,10 +447,7 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
                         ctx.extremities.remove(p);
                     }
                     ctx.extremities.insert(nid, adm.state_after);
-                    let states: Vec<i64> = ctx.extremities.values().copied().collect();
-                    let current = resolve_snapshots(&rv, &mut store, &states).or_raise(&where_);
-                    let ctx = contexts.entry(r).or_default();
-                    ctx.current = Some(current);
+                    ctx.room_version = Some(rv.clone());
                 }
                 Outcome {
                     nid,
@@ -473,6 +471,18 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
                 o.chain = Some(nid_set::encode(chain));
             }
             outcomes.insert(key, o);
+        }
+        // The current state of each room whose extremities changed: resolved once per call (the
+        // checks above read only the keys they need from the extremities' states).
+        for (r, ctx) in contexts.iter_mut() {
+            let Some(rv) = ctx.room_version.clone() else { continue };
+            let states: Vec<i64> = ctx.extremities.values().copied().collect();
+            if states.is_empty() {
+                continue;
+            }
+            let room_id = rooms.iter().find(|(_, n)| *n == r).map(|(id, _)| id.clone()).unwrap_or_default();
+            store.set_room(*r, &room_id, rv.clone());
+            ctx.current = Some(resolve_snapshots(&rv, &mut store, &states).or_raise(context));
         }
         let client = store.client();
 
@@ -636,6 +646,8 @@ struct Outcome {
 struct RoomContext {
     extremities: BTreeMap<i64, i64>,
     current: Option<i64>,
+    /// Set when an event of this call changed the extremities.
+    room_version: Option<RoomVersion>,
     /// As stored when the call began: only the difference is written back.
     stored_extremities: Vec<i64>,
     stored_current: Option<i64>,
@@ -681,7 +693,7 @@ fn load_contexts(client: &mut pgrx::spi::SpiClient<'_>, room_nids: Vec<i64>) -> 
             let ext: Vec<i64> = row.get(3).ok().flatten().unwrap_or_default();
             let states: Vec<i64> = row.get(4).ok().flatten().unwrap_or_default();
             let stored_extremities = ext.clone();
-            (r, RoomContext { extremities: ext.into_iter().zip(states).collect(), current, stored_extremities, stored_current: current })
+            (r, RoomContext { extremities: ext.into_iter().zip(states).collect(), current, stored_extremities, stored_current: current, room_version: None })
         })
         .collect()
     })

@@ -262,6 +262,26 @@ impl StateStore for SpiStateStore<'_, '_> {
         Ok(self.cache().chains.entry(nid).or_insert_with(|| Rc::new(Vec::new())).clone())
     }
 
+    // Events of this call (not yet written) from the call's cache, the rest from the backend's.
+    fn auth_chains(&mut self, nids: &[i64]) -> Result<Vec<Rc<Vec<i64>>>> {
+        let stored: Vec<i64> = {
+            let c = self.cache();
+            nids.iter().copied().filter(|n| !c.chains.contains_key(n)).collect()
+        };
+        let loaded = block_cache::auth_chains(self.client, self.room_nid, &stored)?;
+        let from_db: HashMap<i64, Rc<Vec<i64>>> = stored.into_iter().zip(loaded).collect();
+        let c = self.cache();
+        Ok(nids.iter().map(|n| c.chains.get(n).cloned().or_else(|| from_db.get(n).cloned()).unwrap_or_default()).collect())
+    }
+
+    fn known_resolution(&mut self, states: &[i64]) -> Option<i64> {
+        block_cache::known_resolution(self.client, states)
+    }
+
+    fn remember_resolution(&mut self, states: &[i64], result: i64) {
+        block_cache::remember_resolution(states, result);
+    }
+
     fn key_nids(&mut self, keys: &[(String, String)]) -> Result<Vec<Option<(i64, i64)>>> {
         let missing: Vec<&(String, String)> = keys.iter().filter(|k| !self.cache().keys.contains_key(*k)).collect();
         if !missing.is_empty() {

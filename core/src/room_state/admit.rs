@@ -22,21 +22,22 @@ pub struct Admission {
 
 /// Admits `event` (already stored under `event.nid`, or about to be) whose prev events have the
 /// after-states `prev_states`, whose auth events are `auth_nids`, into a room whose current
-/// state is `current` (`None` before the room has any).
+/// state is the resolution of `current` (the states of its forward extremities; empty before the
+/// room has any).
 pub fn admit(
     rv: &RoomVersion,
     store: &mut dyn StateStore,
     event: &StoredEvent,
     prev_states: &[i64],
     auth_nids: &[i64],
-    current: Option<i64>,
+    current: &[i64],
 ) -> Result<Admission> {
     let state_before = if prev_states.is_empty() {
         store.save_snapshot(&[], Vec::new(), StateHash::default(), 0)?
     } else {
         resolve_snapshots(rv, store, prev_states)?
     };
-    let outcome = check(rv, store, event, auth_nids, state_before, current.unwrap_or(state_before))?;
+    let outcome = check(rv, store, event, auth_nids, state_before, current)?;
     let (rejection, soft_failure) = match outcome {
         ReceiptOutcome::Accepted => (None, None),
         ReceiptOutcome::Rejected(r) => (Some(r.reason), None),
@@ -58,7 +59,7 @@ fn check(
     event: &StoredEvent,
     auth_nids: &[i64],
     state_before: i64,
-    current: i64,
+    current: &[i64],
 ) -> Result<ReceiptOutcome> {
     let auth_state = match auth_state(rv, store, event, auth_nids)? {
         Ok(s) => s,
@@ -70,9 +71,58 @@ fn check(
     wanted.sort();
     wanted.dedup();
     let before = state_map(store, state_before, &wanted)?;
-    let now = if current == state_before { before.clone() } else { state_map(store, current, &wanted)? };
+    let now = current_auth_state(rv, store, current, state_before, &wanted, &before)?;
     let auth_refs: StateMap<&Pdu> = auth_state.iter().map(|(k, v)| (k.clone(), v)).collect();
     Ok(check_on_receipt(rv, &event.pdu, &auth_refs, &before, &now))
+}
+
+/// The keys the soft-fail check reads, in the current state (the resolution of the forward
+/// extremities' states). Resolution keeps every entry the states agree on, so when they agree on
+/// all these keys (almost always) no resolution is needed; only a conflict on one of them
+/// resolves the whole current state.
+fn current_auth_state(
+    rv: &RoomVersion,
+    store: &mut dyn StateStore,
+    current: &[i64],
+    state_before: i64,
+    keys: &[(String, String)],
+    before: &StateMap<Pdu>,
+) -> Result<StateMap<Pdu>> {
+    let mut states = current.to_vec();
+    states.sort_unstable();
+    states.dedup();
+    match states.as_slice() {
+        [] => return Ok(before.clone()),
+        [only] if *only == state_before => return Ok(before.clone()),
+        [only] => return state_map(store, *only, keys),
+        _ => {}
+    }
+    let nids = store.key_nids(keys)?;
+    let known: Vec<(i64, i64)> = nids.iter().flatten().copied().collect();
+    let mut agreed: Option<Vec<Option<i64>>> = None;
+    for &s in &states {
+        let found = store.lookup(s, &known)?;
+        match &agreed {
+            None => agreed = Some(found),
+            Some(a) if *a == found => {}
+            Some(_) => {
+                let resolved = resolve_snapshots(rv, store, &states)?;
+                return state_map(store, resolved, keys);
+            }
+        }
+    }
+    let found = agreed.unwrap_or_default();
+    let ev_nids: Vec<i64> = found.iter().flatten().copied().collect();
+    let events = store.events(&ev_nids)?;
+    let mut out = StateMap::with_capacity(events.len());
+    let mut it = events.iter();
+    for (key, f) in keys.iter().zip(nids.iter()).filter_map(|(k, n)| n.map(|_| k)).zip(found) {
+        if f.is_some() {
+            let ev = it.next().expect("one event per found entry");
+            out.insert(key.clone(), ev.pdu.clone());
+        }
+    }
+    Ok(out)
 }
 
 /// The check of an outlier: against its auth events alone. `Some(reason)` rejects it.

@@ -148,7 +148,8 @@ impl MemoryRoom {
             prev_nids.iter().map(|n| s.events[n].state_after.ok_or_else(|| Error::invalid(None, "prev event is an outlier"))).collect::<Result<_>>()?;
         let chain = chain_from_auth_events(s, &auth_nids)?;
         let mut ev = StoredEvent { nid, type_nid, state_key_nid, rejected: false, soft_failed: false, prev_nids: prev_nids.clone(), state_after: None, pdu };
-        let admission = admit(&self.rv, s, &ev, &prev_states, &auth_nids, self.current)?;
+        let current: Vec<i64> = self.extremities.iter().map(|e| s.events[e].state_after.expect("extremities have state")).collect();
+        let admission = admit(&self.rv, s, &ev, &prev_states, &auth_nids, &current)?;
         ev.rejected = admission.rejection.is_some();
         ev.soft_failed = admission.soft_failure.is_some();
         ev.state_after = Some(admission.state_after);

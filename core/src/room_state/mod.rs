@@ -71,9 +71,20 @@ pub trait StateStore {
     fn event_nid(&mut self, event_id: &str) -> Result<Option<i64>>;
     /// The auth chain of each event (not including the event), as sorted NIDs.
     fn auth_chain(&mut self, nid: i64) -> Result<Rc<Vec<i64>>>;
+    /// The auth chains of many events at once (stores that can batch override this).
+    fn auth_chains(&mut self, nids: &[i64]) -> Result<Vec<Rc<Vec<i64>>>> {
+        nids.iter().map(|&n| self.auth_chain(n)).collect()
+    }
     /// NIDs of `(type, state_key)` pairs; `None` when the type or the key was never seen in the
     /// room (so no state can hold it).
     fn key_nids(&mut self, keys: &[(String, String)]) -> Result<Vec<Option<(i64, i64)>>>;
+    /// The snapshot an earlier resolution of these states (sorted, distinct) gave, if the store
+    /// keeps them: states never change, so neither does their resolution. A merge event after
+    /// the forward extremities were resolved for the current state asks the same question.
+    fn known_resolution(&mut self, _states: &[i64]) -> Option<i64> {
+        None
+    }
+    fn remember_resolution(&mut self, _states: &[i64], _result: i64) {}
 }
 
 /// The auth chain of an event given its auth events: each auth event and its auth chain.

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::event::Pdu;
 use crate::room_version::RoomVersion;
 use crate::state_blocks::{child_layout, Entry};
-use crate::state_res::resolve;
+use crate::state_res::resolve_with_auth_difference;
 
 /// The snapshot that is `parent` with `change` applied (an entry with event NID 0 removes its
 /// key). Returns `parent` itself when nothing changes.
@@ -74,6 +74,9 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
         [] => return Err(Error::invalid(None, "state resolution needs at least one state")),
         [only] => return Ok(*only),
         _ => {}
+    }
+    if let Some(known) = store.known_resolution(&snaps) {
+        return Ok(known);
     }
     let infos = snaps.iter().map(|&s| store.snapshot(s)).collect::<Result<Vec<_>>>()?;
     let mut hashes: Vec<_> = infos.iter().map(|i| i.hash).collect();
@@ -140,12 +143,30 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
     }
     let d0: BTreeSet<i64> = chains.iter().flatten().copied().filter(|e| !chains.iter().all(|c| c.contains(e))).collect();
 
-    // 3. The unconflicted entries the algorithm needs, from the first snapshot.
-    let mut unconflicted: Vec<Entry> = Vec::new();
+    // 3. The auth difference of the full states: D0 minus what some unconflicted event (in
+    //    every state) has in its inclusive auth chain. Such an event is newer than the D0 event
+    //    it covers, so only the unconflicted entries from min(D0) on are read, and only their
+    //    stored chains (integers), not the events.
+    let mut auth_difference: BTreeSet<i64> = d0.clone();
     if let Some(&min) = d0.first() {
-        unconflicted.extend(store.entries_since(snaps[0], min)?.into_iter().filter(|e| !conflicted_keys.contains(&e.key())));
+        let newer: Vec<i64> = store
+            .entries_since(snaps[0], min)?
+            .into_iter()
+            .filter(|e| !conflicted_keys.contains(&e.key()))
+            .map(|e| e.event_nid)
+            .collect();
+        for (u, chain) in newer.iter().zip(store.auth_chains(&newer)?) {
+            auth_difference.remove(u);
+            for x in chain.iter().filter(|x| **x >= min) {
+                auth_difference.remove(x);
+            }
+            if auth_difference.is_empty() {
+                break;
+            }
+        }
     }
-    let mut involved: BTreeSet<i64> = d0.clone();
+    let mut unconflicted: Vec<Entry> = Vec::new();
+    let mut involved: BTreeSet<i64> = auth_difference.clone();
     involved.extend(conflicted.iter().flat_map(|&k| values.iter().filter_map(move |v| v[k])));
     let involved: Vec<i64> = involved.into_iter().collect();
     let mut auth_keys: BTreeSet<(String, String)> =
@@ -163,7 +184,6 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
     }
 
     // 4. The restricted state sets, and every event they and their auth chains name.
-    let mut wanted: BTreeSet<i64> = BTreeSet::new();
     store.events(&unconflicted.iter().map(|e| e.event_nid).collect::<Vec<_>>())?;
     let mut set_nids: Vec<Vec<i64>> = Vec::with_capacity(snaps.len());
     for v in &values {
@@ -171,13 +191,19 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
         set.extend(unconflicted.iter().map(|e| e.event_nid));
         set.sort_unstable();
         set.dedup();
-        for &e in &set {
-            wanted.insert(e);
-            wanted.extend(store.auth_chain(e)?.iter().copied());
-        }
         set_nids.push(set);
     }
-    let wanted: Vec<i64> = wanted.into_iter().collect();
+    // Every event of the sets and of their auth chains, each event's chain read once (the sets
+    // share most of their events): a flat vector sorted once, not a tree grown one NID at a time.
+    let mut members: Vec<i64> = set_nids.iter().flatten().copied().collect();
+    members.sort_unstable();
+    members.dedup();
+    let mut wanted: Vec<i64> = members.clone();
+    for &e in &members {
+        wanted.extend(store.auth_chain(e)?.iter().copied());
+    }
+    wanted.sort_unstable();
+    wanted.dedup();
     let loaded: Vec<std::rc::Rc<StoredEvent>> = store.events(&wanted)?;
     let by_nid: HashMap<i64, &StoredEvent> = loaded.iter().map(|e| (e.nid, e.as_ref())).collect();
     let by_id: HashMap<String, &Pdu> = loaded.iter().map(|e| (e.pdu.event_id.clone(), &e.pdu)).collect();
@@ -193,7 +219,8 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
                 .collect()
         })
         .collect();
-    let resolved = resolve(rv, &sets, &by_id)?;
+    let difference: Vec<String> = store.events(&auth_difference.iter().copied().collect::<Vec<_>>())?.iter().map(|e| e.pdu.event_id.clone()).collect();
+    let resolved = resolve_with_auth_difference(rv, &sets, &by_id, Some(&difference))?;
 
     // 5. The first snapshot plus what the algorithm decided.
     let mut change: Vec<Entry> = Vec::with_capacity(resolved.len() + conflicted.len());
@@ -204,10 +231,19 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
         decided.insert(key);
         change.push(Entry { type_nid: key.0, state_key_nid: key.1, event_nid: ev.nid });
     }
+    // The unconflicted state wins in every algorithm, and the sets held only an excerpt of it:
+    // a key outside the conflicted ones that the algorithm set (an auth difference event applied
+    // for a key the excerpt lacks) keeps its value in the states, unless they all lack it.
+    let others: Vec<(i64, i64)> = change.iter().map(Entry::key).filter(|k| !conflicted_keys.contains(k)).collect();
+    let present: HashSet<(i64, i64)> =
+        others.iter().copied().zip(store.lookup(snaps[0], &others)?).filter(|(_, v)| v.is_some()).map(|(k, _)| k).collect();
+    change.retain(|e| !present.contains(&e.key()));
     for &k in &conflicted_keys {
         if !decided.contains(&k) {
             change.push(Entry { type_nid: k.0, state_key_nid: k.1, event_nid: 0 });
         }
     }
-    apply_change(store, snaps[0], change)
+    let result = apply_change(store, snaps[0], change)?;
+    store.remember_resolution(&snaps, result);
+    Ok(result)
 }

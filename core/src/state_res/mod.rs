@@ -32,6 +32,19 @@ impl<'a> EventStore for HashMap<String, &'a Pdu> {
 /// Resolves `state_sets` (each `(type, state_key) -> event ID`) with the algorithm of `rv`.
 /// Every event the state sets name, and every event in their auth chains, must be in `store`.
 pub fn resolve(rv: &RoomVersion, state_sets: &[StateMap<String>], store: &dyn EventStore) -> Result<StateMap<String>> {
+    resolve_with_auth_difference(rv, state_sets, store, None)
+}
+
+/// [`resolve`] for callers that pass excerpts of the states (the conflicted entries and the
+/// unconflicted ones the authorization rules read) and compute the auth chain difference of the
+/// full states themselves, e.g. from stored auth chains: it cannot be derived from excerpts.
+/// Room version 1's algorithm has no auth difference and ignores it.
+pub fn resolve_with_auth_difference(
+    rv: &RoomVersion,
+    state_sets: &[StateMap<String>],
+    store: &dyn EventStore,
+    auth_difference: Option<&[String]>,
+) -> Result<StateMap<String>> {
     match state_sets {
         [] => return Ok(StateMap::new()),
         [only] => return Ok(only.clone()),
@@ -50,8 +63,8 @@ pub fn resolve(rv: &RoomVersion, state_sets: &[StateMap<String>], store: &dyn Ev
     }
     match rv.state_res {
         StateResAlgorithm::V1 => v1::resolve(rv, state_sets, store),
-        StateResAlgorithm::V2 => v2::resolve(rv, state_sets, store, false),
-        StateResAlgorithm::V2_1 => v2::resolve(rv, state_sets, store, true),
+        StateResAlgorithm::V2 => v2::resolve(rv, state_sets, store, false, auth_difference),
+        StateResAlgorithm::V2_1 => v2::resolve(rv, state_sets, store, true, auth_difference),
     }
 }
 

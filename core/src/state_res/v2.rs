@@ -22,7 +22,13 @@ fn is_power_event(ev: &Pdu) -> bool {
     }
 }
 
-pub(super) fn resolve(rv: &RoomVersion, sets: &[StateMap<String>], store: &dyn EventStore, v2_1: bool) -> Result<StateMap<String>> {
+pub(super) fn resolve(
+    rv: &RoomVersion,
+    sets: &[StateMap<String>],
+    store: &dyn EventStore,
+    v2_1: bool,
+    auth_difference: Option<&[String]>,
+) -> Result<StateMap<String>> {
     // Unconflicted state map and conflicted state set: a key is unconflicted when every set
     // has it with the same event. Keys of the first set, then keys only later sets have.
     let mut unconflicted: StateMap<String> = StateMap::with_capacity(sets[0].len());
@@ -63,16 +69,24 @@ pub(super) fn resolve(rv: &RoomVersion, sets: &[StateMap<String>], store: &dyn E
     for &c in &conflicted {
         full[c] = true;
     }
-    let mut in_chains = vec![0usize; n];
-    for set in sets {
-        let starts: Vec<usize> = set.values().map(|id| node(id)).collect();
-        for (m, seen) in g.reach(&starts, true).into_iter().enumerate() {
-            in_chains[m] += seen as usize;
-        }
-    }
-    for m in 0..n {
-        if in_chains[m] > 0 && in_chains[m] < sets.len() {
+    if let Some(given) = auth_difference {
+        // Computed by the caller over the full states (which these sets only excerpt).
+        for id in given {
+            let m = *g.index.get(id.as_str()).ok_or_else(|| crate::error::Error::not_found(format!("auth difference event {id} is not in the auth graph")))?;
             full[m] = true;
+        }
+    } else {
+        let mut in_chains = vec![0usize; n];
+        for set in sets {
+            let starts: Vec<usize> = set.values().map(|id| node(id)).collect();
+            for (m, seen) in g.reach(&starts, true).into_iter().enumerate() {
+                in_chains[m] += seen as usize;
+            }
+        }
+        for m in 0..n {
+            if in_chains[m] > 0 && in_chains[m] < sets.len() {
+                full[m] = true;
+            }
         }
     }
     if v2_1 {
