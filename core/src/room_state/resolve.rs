@@ -147,24 +147,42 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
     //    every state) has in its inclusive auth chain. Such an event is newer than the D0 event
     //    it covers, so only the unconflicted entries from min(D0) on are read, and only their
     //    stored chains (integers), not the events.
-    let mut auth_difference: BTreeSet<i64> = d0.clone();
-    if let Some(&min) = d0.first() {
+    let mut remaining: HashSet<i64> = d0.iter().copied().collect();
+    // a. D0 events still in the state, unconflicted (the old join rules, create, power levels a
+    //    branch's event names): each is its own witness.
+    if !remaining.is_empty() {
+        let d0_events = store.events(&d0.iter().copied().collect::<Vec<_>>())?;
+        let keyed: Vec<(i64, (i64, i64))> =
+            d0_events.iter().filter_map(|e| e.key().map(|k| (e.nid, k))).filter(|(_, k)| !conflicted_keys.contains(k)).collect();
+        let keys: Vec<(i64, i64)> = keyed.iter().map(|(_, k)| *k).collect();
+        for ((nid, _), now) in keyed.iter().zip(store.lookup(snaps[0], &keys)?) {
+            if now == Some(*nid) {
+                remaining.remove(nid);
+            }
+        }
+    }
+    // b. Then the chains of the unconflicted events from min(what is left) on, in chunks, until
+    //    nothing is left to decide (usually nothing is left after a).
+    if let Some(&min) = remaining.iter().min() {
         let newer: Vec<i64> = store
             .entries_since(snaps[0], min)?
             .into_iter()
             .filter(|e| !conflicted_keys.contains(&e.key()))
             .map(|e| e.event_nid)
             .collect();
-        for (u, chain) in newer.iter().zip(store.auth_chains(&newer)?) {
-            auth_difference.remove(u);
-            for x in chain.iter().filter(|x| **x >= min) {
-                auth_difference.remove(x);
+        for batch in newer.chunks(4096) {
+            for (u, chain) in batch.iter().zip(store.auth_chains(batch)?) {
+                remaining.remove(u);
+                for x in chain.iter() {
+                    remaining.remove(x);
+                }
             }
-            if auth_difference.is_empty() {
+            if remaining.is_empty() {
                 break;
             }
         }
     }
+    let auth_difference: BTreeSet<i64> = remaining.into_iter().collect();
     let mut unconflicted: Vec<Entry> = Vec::new();
     let mut involved: BTreeSet<i64> = auth_difference.clone();
     involved.extend(conflicted.iter().flat_map(|&k| values.iter().filter_map(move |v| v[k])));
