@@ -19,7 +19,7 @@ use crate::auth::{auth_types_for_event, StateMap};
 use crate::error::{Error, Result};
 use crate::event::Pdu;
 use crate::room_version::RoomVersion;
-use crate::state_blocks::{child_layout, Entry};
+use crate::state_blocks::{child_layout, merge_layers, Entry};
 use crate::state_res::resolve_with_auth_difference;
 
 /// The snapshot that is `parent` with `change` applied (an entry with event NID 0 removes its
@@ -93,21 +93,24 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
         let ids: HashSet<i64> = info.blocks.iter().map(|b| b.id).collect();
         shared.retain(|b| ids.contains(b));
     }
-    let mut suffixes: Vec<HashMap<(i64, i64), i64>> = Vec::with_capacity(infos.len());
+    // Each suffix as one sorted run (a k-way merge, removals kept as 0), the keys as their sorted
+    // union: no hashing, since after a fold that reached the bottom one suffix is a whole state.
+    let mut suffixes: Vec<Vec<Entry>> = Vec::with_capacity(infos.len());
     for info in &infos {
-        let mut suffix: HashMap<(i64, i64), i64> = HashMap::new();
-        for b in info.blocks.iter().filter(|b| !shared.contains(&b.id)) {
-            suffix.extend(store.block(b.id)?.iter().map(|e| (e.key(), e.event_nid)));
-        }
-        suffixes.push(suffix);
+        let blocks = info.blocks.iter().filter(|b| !shared.contains(&b.id)).map(|b| store.block(b.id)).collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&[Entry]> = blocks.iter().map(|b| b.as_slice()).collect();
+        suffixes.push(merge_layers(&refs, false));
     }
-    let mut keys: Vec<(i64, i64)> = suffixes.iter().flat_map(|s| s.keys().copied()).collect();
-    keys.sort_unstable();
-    keys.dedup();
+    let keys: Vec<(i64, i64)> = {
+        let refs: Vec<&[Entry]> = suffixes.iter().map(Vec::as_slice).collect();
+        merge_layers(&refs, false).iter().map(Entry::key).collect()
+    };
+    let in_suffix = |suffix: &[Entry], k: &(i64, i64)| suffix.binary_search_by(|e| e.key().cmp(k)).ok().map(|i| suffix[i].event_nid);
     // The prefix's value, for keys some suffix lacks: looked up in a snapshot whose suffix lacks it.
     let mut prefix: HashMap<(i64, i64), Option<i64>> = HashMap::new();
     for (i, suffix) in suffixes.iter().enumerate() {
-        let ask: Vec<(i64, i64)> = keys.iter().copied().filter(|k| !suffix.contains_key(k) && !prefix.contains_key(k)).collect();
+        let ask: Vec<(i64, i64)> =
+            keys.iter().copied().filter(|k| in_suffix(suffix, k).is_none() && !prefix.contains_key(k)).collect();
         for (k, v) in ask.iter().zip(store.lookup(snaps[i], &ask)?) {
             prefix.insert(*k, v);
         }
@@ -116,8 +119,8 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
         .iter()
         .map(|suffix| {
             keys.iter()
-                .map(|k| match suffix.get(k) {
-                    Some(&ev) => (ev != 0).then_some(ev),
+                .map(|k| match in_suffix(suffix, k) {
+                    Some(ev) => (ev != 0).then_some(ev),
                     None => prefix[k],
                 })
                 .collect()
