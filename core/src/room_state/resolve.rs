@@ -173,17 +173,30 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
             .filter(|e| !conflicted_keys.contains(&e.key()))
             .map(|e| e.event_nid)
             .collect();
-        for batch in newer.chunks(4096) {
-            for (u, chain) in batch.iter().zip(store.auth_chains(batch)?) {
-                remaining.remove(u);
-                for x in chain.iter() {
-                    remaining.remove(x);
+        // Sorted, with a "covered" mark: chains are long and mostly older than min, which a
+        // comparison rules out before any search.
+        let mut left: Vec<i64> = remaining.iter().copied().collect();
+        left.sort_unstable();
+        let mut covered = vec![false; left.len()];
+        let mut cover = |x: i64| {
+            if x >= min {
+                if let Ok(i) = left.binary_search(&x) {
+                    covered[i] = true;
                 }
             }
-            if remaining.is_empty() {
-                break;
+        };
+        for batch in newer.chunks(4096) {
+            for (u, chain) in batch.iter().zip(store.auth_chains(batch)?) {
+                cover(*u);
+                for &x in chain.iter().rev() {
+                    if x < min {
+                        break;
+                    }
+                    cover(x);
+                }
             }
         }
+        remaining = left.into_iter().zip(covered).filter(|(_, c)| !c).map(|(x, _)| x).collect();
     }
     let auth_difference: BTreeSet<i64> = remaining.into_iter().collect();
     let mut unconflicted: Vec<Entry> = Vec::new();
