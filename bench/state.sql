@@ -232,9 +232,11 @@ SELECT pg_temp.timed(format('SELECT count(*) FROM roomserver.snapshot_entries(%s
 INSERT INTO results VALUES
   ('full state at a random event', 'flat table: scan of as many rows as the state has',
    pg_temp.timed(format('SELECT count(*) FROM (SELECT type_nid, state_key_nid, event_nid FROM flat_state WHERE room_nid = %s LIMIT $4) s', :room_nid)), 'ms/call'),
-  ('full state at a random event', 'roomserver.snapshot_entries (first pass)', :cold_full_ms, 'ms/call'),
-  ('full state at a random event', 'roomserver.snapshot_entries',
+  ('full state at a random event', 'roomserver.snapshot_entries (one row per entry, first pass)', :cold_full_ms, 'ms/call'),
+  ('full state at a random event', 'roomserver.snapshot_entries (one row per entry)',
    pg_temp.timed(format('SELECT count(*) FROM roomserver.snapshot_entries(%s, $1)', :room_nid)), 'ms/call'),
+  ('full state at a random event', 'roomserver.snapshot_state_arrays (the state as three arrays)',
+   pg_temp.timed(format('SELECT cardinality(type_nids) FROM roomserver.snapshot_state_arrays(%s, $1)', :room_nid)), 'ms/call'),
   ('full state at a random event', 'delta chain: WITH RECURSIVE walk (Synapse''s query)',
    pg_temp.timed($q$WITH RECURSIVE chain(g) AS (SELECT $1 UNION ALL SELECT e.prev_group FROM chain c JOIN group_edges e ON e.group_id = c.g
                                                 JOIN group_hops h ON h.group_id = c.g WHERE h.hops > 0)

@@ -100,15 +100,8 @@ $$;
 -- roomserver.snapshot_lookup(room_nid, snapshot_nid, type_nids, state_key_nids) and
 -- roomserver.block_entries(room_nid, block_nid) are in Rust (src/state_functions.rs).
 
--- The full state of a snapshot as NIDs: the k-way merge of its blocks, done in Rust.
-CREATE FUNCTION roomserver.snapshot_entries(room_nid bigint, snapshot_nid bigint)
-RETURNS TABLE (type_nid bigint, state_key_nid bigint, event_nid bigint)
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-AS $$
-    SELECT u.type_nid, u.state_key_nid, u.event_nid
-    FROM roomserver.snapshot_state_arrays(room_nid, snapshot_nid) s,
-         unnest(s.type_nids, s.state_key_nids, s.event_nids) AS u(type_nid, state_key_nid, event_nid)
-$$;
+-- roomserver.snapshot_entries(room_nid, snapshot_nid), the full state of a snapshot as NIDs,
+-- is in Rust too: the k-way merge of its blocks.
 
 -- The event of a room by its ID, or ERROR P0002 (404 M_NOT_FOUND).
 CREATE FUNCTION roomserver.find_event(room_id text, event_id text, OUT room_nid bigint, OUT event_nid bigint,

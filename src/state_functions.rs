@@ -61,6 +61,19 @@ fn snapshot_state_arrays(
     TableIterator::once((t, k, e))
 }
 
+/// The full state of a snapshot as NIDs, sorted by key: the k-way merge of its blocks (from the
+/// backend's cache), newest block winning.
+#[pg_extern(stable, strict, parallel_safe)]
+fn snapshot_entries(
+    room_nid: i64,
+    snapshot_nid: i64,
+) -> TableIterator<'static, (name!(type_nid, i64), name!(state_key_nid, i64), name!(event_nid, i64))> {
+    let blocks = Spi::connect_mut(|client| block_cache::snapshot_blocks(client, room_nid, snapshot_nid)).or_raise("snapshot_entries");
+    let layers: Vec<&[roomserver_core::state_blocks::Entry]> = blocks.iter().map(|b| b.entries.as_slice()).collect();
+    let state = merge_layers(&layers, true);
+    TableIterator::new(state.into_iter().map(|e| (e.type_nid, e.state_key_nid, e.event_nid)))
+}
+
 /// The entries of one state block (event NID 0: the block removes the key), for DBAs: blocks
 /// are stored packed (roomserver.state_blocks.entries).
 #[pg_extern(stable, strict, parallel_safe)]

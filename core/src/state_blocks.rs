@@ -16,9 +16,6 @@
 //! - the same state always has the same [`StateHash`], however its blocks are laid out, so a
 //!   snapshot can be deduplicated by the state it holds, not by its layout.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 
@@ -117,32 +114,42 @@ pub fn normalise(mut entries: Vec<Entry>) -> Vec<Entry> {
 /// `drop_removals` is true when the result becomes the bottom layer: nothing older is left for a
 /// removal to hide.
 ///
-/// A k-way merge: O(n log k) for n entries in k layers, and no allocation beyond the output
-/// (reading a 100,000-entry state is a few milliseconds, not a tree of 100,000 nodes).
+/// Two-way merges from the newest layer down: under the binary-counter layout layer sizes grow
+/// towards the bottom, so the running result stays small until the last merges and the whole
+/// costs about two comparisons per entry (a 100,000-entry state in well under a millisecond).
 pub fn merge_layers(layers: &[&[Entry]], drop_removals: bool) -> Vec<Entry> {
-    let total: usize = layers.iter().map(|l| l.len()).sum();
-    let mut out: Vec<Entry> = Vec::with_capacity(total);
-    // (key, newest layer first, position): the first popped entry of a key is the winning one.
-    let mut heap: BinaryHeap<Reverse<((i64, i64), Reverse<usize>, usize)>> = BinaryHeap::with_capacity(layers.len());
-    for (li, layer) in layers.iter().enumerate() {
-        if let Some(first) = layer.first() {
-            heap.push(Reverse((first.key(), Reverse(li), 0)));
-        }
-    }
-    let mut last_key: Option<(i64, i64)> = None;
-    while let Some(Reverse((key, Reverse(li), pos))) = heap.pop() {
-        let e = layers[li][pos];
-        if last_key != Some(key) {
-            last_key = Some(key);
-            if !(drop_removals && e.event_nid == 0) {
-                out.push(e);
+    let mut acc: Vec<Entry> = match layers.last() {
+        Some(top) => top.to_vec(),
+        None => return Vec::new(),
+    };
+    for older in layers[..layers.len() - 1].iter().rev() {
+        let mut out = Vec::with_capacity(acc.len() + older.len());
+        let (mut i, mut j) = (0, 0);
+        while i < older.len() && j < acc.len() {
+            match older[i].key().cmp(&acc[j].key()) {
+                std::cmp::Ordering::Less => {
+                    out.push(older[i]);
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    out.push(acc[j]);
+                    j += 1;
+                }
+                std::cmp::Ordering::Equal => {
+                    out.push(acc[j]);
+                    i += 1;
+                    j += 1;
+                }
             }
         }
-        if let Some(next) = layers[li].get(pos + 1) {
-            heap.push(Reverse((next.key(), Reverse(li), pos + 1)));
-        }
+        out.extend_from_slice(&older[i..]);
+        out.extend_from_slice(&acc[j..]);
+        acc = out;
     }
-    out
+    if drop_removals {
+        acc.retain(|e| e.event_nid != 0);
+    }
+    acc
 }
 
 /// The storage form of a block (`state_blocks.entries`): a format byte, then per entry (sorted
