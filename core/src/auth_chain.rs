@@ -227,13 +227,7 @@ mod tests {
 
     /// A random DAG of `n` events, each with up to 4 auth events among the earlier ones.
     fn random_dag(n: usize, seed: u64) -> Vec<(String, Vec<String>)> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move |m: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m as u64) as usize
-        };
+        let mut next = crate::test_rng::below(seed);
         (0..n)
             .map(|i| {
                 let mut auth: Vec<String> = if i == 0 { vec![] } else { (0..1 + next(4)).map(|_| format!("$e{}", next(i))).collect() };

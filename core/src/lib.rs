@@ -14,6 +14,8 @@ pub mod room_version;
 pub mod state_res;
 pub mod state_blocks;
 pub mod stored_form;
+#[cfg(test)]
+mod test_rng;
 pub mod traversal;
 pub mod visibility;
 

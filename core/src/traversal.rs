@@ -328,13 +328,7 @@ mod tests {
 
     /// A random DAG with consistent depths: each event is one deeper than its deepest prev.
     fn random_dag(n: usize, seed: u64) -> HashMap<String, DagEvent> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move |m: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m as u64) as usize
-        };
+        let mut next = crate::test_rng::below(seed);
         let mut events: Vec<DagEvent> = Vec::new();
         for i in 0..n {
             let mut prevs: Vec<usize> = if i == 0 { vec![] } else { (0..1 + next(3)).map(|_| i - 1 - next(i.min(4))).collect() };
@@ -669,13 +663,7 @@ mod batched_tests {
 
     /// A DAG with forks, merges, inconsistent depths and references to unknown events.
     fn messy_dag(n: usize, seed: u64) -> HashMap<String, DagEvent> {
-        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-        let mut next = move |m: usize| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x % m as u64) as usize
-        };
+        let mut next = crate::test_rng::below(seed);
         let mut events: Vec<DagEvent> = Vec::new();
         for i in 0..n {
             let mut prev_events: Vec<String> =
