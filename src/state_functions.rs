@@ -49,7 +49,7 @@ fn snapshot_state_arrays(
     room_nid: i64,
     snapshot_nid: i64,
 ) -> TableIterator<'static, (name!(type_nids, Vec<i64>), name!(state_key_nids, Vec<i64>), name!(event_nids, Vec<i64>))> {
-    let blocks = Spi::connect_mut(|client| block_cache::snapshot_blocks(client, room_nid, snapshot_nid)).or_raise("snapshot_entries");
+    let blocks = Spi::connect_mut(|client| block_cache::snapshot_blocks(client, room_nid, snapshot_nid)).or_raise("snapshot_state_arrays");
     let layers: Vec<&[roomserver_core::state_blocks::Entry]> = blocks.iter().map(|b| b.entries.as_slice()).collect();
     let state = merge_layers(&layers, true);
     let (mut t, mut k, mut e) = (Vec::with_capacity(state.len()), Vec::with_capacity(state.len()), Vec::with_capacity(state.len()));

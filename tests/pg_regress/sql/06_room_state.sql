@@ -76,6 +76,19 @@ FROM roomserver.rooms r, roomserver.snapshot_lookup(r.room_nid, r.current_state,
 WHERE r.room_id = :'room_id';
 SELECT pg_temp.try(format('SELECT * FROM roomserver.snapshot_lookup(%s, %s, ARRAY[1], ARRAY[1])', 424242, 1));
 SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_lookup(1, 1, ARRAY[1, 2], ARRAY[1])');
+-- What the ban changed (the diff of the states before and after it), and the current state as
+-- arrays, one per column, as a program reading a whole state takes it.
+SELECT roomserver.event_type(d.type_nid) AS type, roomserver.state_key(e.room_nid, d.state_key_nid) AS state_key,
+       roomserver.event_id(e.room_nid, d.event_nid) = :'ban_id' AS is_the_ban
+FROM roomserver.stored_events e, roomserver.snapshot_diff(e.room_nid, e.state_before, e.state_after) d
+WHERE e.event_id = :'ban_id';
+SELECT cardinality(a.type_nids) = s.state_size AS whole_state, cardinality(a.event_nids) AS entries
+FROM roomserver.rooms r
+JOIN roomserver.state_snapshots s ON s.room_nid = r.room_nid AND s.snapshot_nid = r.current_state,
+     roomserver.snapshot_state_arrays(r.room_nid, r.current_state) a
+WHERE r.room_id = :'room_id';
+SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_diff(424242, 1, 2)');
+SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_state_arrays(424242, 1)');
 
 -- Bad input: unknown room, unknown event, an event of another room: 404 (P0002).
 SELECT pg_temp.try($$SELECT roomserver.state_ids('!nowhere:example.org', 'x')$$);
