@@ -24,6 +24,7 @@ fn state_resolution_agrees_with_synapse_on_1000_generated_rooms() {
             fork_width: 2 + (i % 3) as usize,
             fork_depth: 2 + (i % 5) as usize,
             state_churn: 0.2 + (i % 5) as f64 * 0.1,
+            power_share: 1.0,
         };
         let (pdus, _) = generate_vec(&config).expect("generated room");
         rooms.push(replay(&RoomVersion::from_id(version.id).unwrap(), &pdus));

@@ -42,6 +42,7 @@ enum Planned {
     Ban(u32),
     Displayname(u32),
     TopicLevel,
+    Topic,
 }
 
 pub struct Generator<'a, F: FnMut(&Value)> {
@@ -90,6 +91,9 @@ impl<'a, F: FnMut(&Value)> Generator<'a, F> {
         }
         if !(0.0..=1.0).contains(&cfg.state_churn) {
             return Err(Error::invalid(Some("state_churn"), "state_churn must be between 0 and 1"));
+        }
+        if !(0.0..=1.0).contains(&cfg.power_share) {
+            return Err(Error::invalid(Some("power_share"), "power_share must be between 0 and 1"));
         }
         let user_ids = (0..cfg.members).map(|u| format!("@user{u}:{}", server_name(u % cfg.servers))).collect();
         let staff = cfg.members.min(cfg.servers.max(2));
@@ -219,6 +223,16 @@ impl<'a, F: FnMut(&Value)> Generator<'a, F> {
                 (Some(u), _) => vec![Planned::Displayname(u), Planned::TopicLevel],
                 (None, _) => vec![Planned::TopicLevel],
             };
+            // Power-level changes beyond the configured share become a change of the same key
+            // space of another kind: the contested member's profile, or the topic.
+            let plan = plan
+                .into_iter()
+                .map(|step| match step {
+                    Planned::PowerForUser(u) if !self.p.keep_power_change() => Planned::Displayname(u),
+                    Planned::TopicLevel if !self.p.keep_power_change() => Planned::Topic,
+                    other => other,
+                })
+                .collect::<Vec<_>>();
             // Plans are popped from the back.
             self.plans.push(plan.into_iter().rev().collect());
         }
@@ -418,6 +432,12 @@ impl Picker<'_> {
         Some(*self.rng.pick(&candidates))
     }
 
+    /// Whether a drawn power-level change happens (see `RoomConfig::power_share`). With the
+    /// default share of 1 no random number is drawn, so such rooms are what they always were.
+    fn keep_power_change(&mut self) -> bool {
+        self.cfg.power_share >= 1.0 || self.rng.chance(self.cfg.power_share)
+    }
+
     fn arrival_overdue(&self) -> bool {
         let spread = (self.cfg.events * 6 / 10).max(1);
         let target = (self.cfg.members as u128 * (self.emitted as u128 + 1) / spread as u128) as usize;
@@ -588,6 +608,9 @@ impl Picker<'_> {
             roll -= w;
         }
         let server = view.branch.server;
+        if matches!(action, 4 | 11) && !self.keep_power_change() {
+            action = 0;
+        }
         match action {
             0 => {
                 let topic = self.text(8);
@@ -731,6 +754,10 @@ impl Picker<'_> {
             Planned::Displayname(u) if view.membership(u) == Membership::Join => self.displayname(u),
             Planned::Displayname(_) => None,
             Planned::TopicLevel => self.topic_level(view, server),
+            Planned::Topic => {
+                let topic = self.text(8);
+                self.simple_state(view, server, "topic", "m.room.topic", json!({"topic": topic}))
+            }
         }
     }
 

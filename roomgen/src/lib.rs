@@ -36,6 +36,10 @@ pub struct RoomConfig {
     pub fork_depth: usize,
     /// Share of the ordinary (non-arrival) events that are state changes, 0..=1.
     pub state_churn: f64,
+    /// Share of the power-level changes that happen, 0..=1: the others are replaced by a change
+    /// of another kind (topic, display name). 1 (the default) keeps every one; fork conflicts
+    /// then change power levels at nearly every merge, far more often than real rooms do.
+    pub power_share: f64,
 }
 
 impl Default for RoomConfig {
@@ -50,6 +54,7 @@ impl Default for RoomConfig {
             fork_width: 3,
             fork_depth: 4,
             state_churn: 0.2,
+            power_share: 1.0,
         }
     }
 }
@@ -68,6 +73,7 @@ impl RoomConfig {
             fork_width: 3,
             fork_depth: 3,
             state_churn: 0.3,
+            power_share: 1.0,
         }
     }
 }

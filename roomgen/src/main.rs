@@ -6,8 +6,10 @@ use std::time::Instant;
 use roomgen::{format_line, generate, OutputFormat, RoomConfig};
 
 const USAGE: &str = "usage: roomgen [--seed N] [--version V] [--members N] [--servers N] [--events N]
-               [--fork-every N] [--fork-width N] [--fork-depth N] [--churn F]
+               [--fork-every N] [--fork-width N] [--fork-depth N] [--churn F] [--power-share F]
                [--format jsonl|copy] [--out FILE|-] [--sample] [--quiet]
+  --power-share F  share of the drawn power-level changes that happen (default 1); the others
+             become topic or display name changes
   --sample   the bundled demo room (v12, 40 events); other room flags are ignored
   --format   jsonl (default) or copy: PostgreSQL COPY text format, backslashes doubled";
 
@@ -44,6 +46,7 @@ fn run() -> Result<(), String> {
             "--fork-width" => cfg.fork_width = parse(&flag, args.next())?,
             "--fork-depth" => cfg.fork_depth = parse(&flag, args.next())?,
             "--churn" => cfg.state_churn = parse(&flag, args.next())?,
+            "--power-share" => cfg.power_share = parse(&flag, args.next())?,
             "--out" => out = parse(&flag, args.next())?,
             "--format" => {
                 format = match parse::<String>(&flag, args.next())?.as_str() {

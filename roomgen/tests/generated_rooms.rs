@@ -20,6 +20,7 @@ fn config(version: &str, seed: u64, events: usize) -> RoomConfig {
         fork_width: 3,
         fork_depth: 4,
         state_churn: 0.35,
+        power_share: 1.0,
     }
 }
 
@@ -343,4 +344,42 @@ fn bundled_sample_file_is_current() {
     let (events, _) = generate_vec(&RoomConfig::sample()).unwrap();
     let bundled = include_str!("../sample/room-v12.jsonl");
     assert_eq!(lines(&events), bundled, "regenerate with: roomgen --sample --out roomgen/sample/room-v12.jsonl");
+}
+
+/// The generator resolves its branches' states with the room version's algorithm, so what it
+/// emits after a merge passes the rules against the state a homeserver computes: a full replay
+/// (state resolution at every merge, over whole states) rejects nothing.
+#[test]
+fn a_full_replay_of_a_forked_room_rejects_nothing() {
+    for (v, seed, share) in [("11", 5, 1.0), ("11", 6, 0.05), ("12", 7, 0.05), ("5", 8, 1.0), ("1", 9, 0.5)] {
+        let rv = RoomVersion::from_id(v).unwrap();
+        let (events, summary) = generate_vec(&RoomConfig { power_share: share, ..config(v, seed, 700) }).unwrap();
+        assert!(summary.merges >= 5);
+        let pdus = check_room(&events, &rv);
+        let mut room = roomgen::naive_state::NaiveRoom::new(rv);
+        for p in pdus {
+            room.ingest(p);
+        }
+        let rejected: Vec<&String> = room.outcome.iter().filter(|(_, o)| o.0).map(|(id, _)| id).collect();
+        assert!(rejected.is_empty(), "v{v} seed {seed} share {share}: rejected {rejected:?}");
+    }
+}
+
+/// `power_share` thins out power-level changes (drawn ones and the fork conflicts' alike) and
+/// keeps the forks' conflicts on other keys.
+#[test]
+fn power_share_thins_out_power_level_changes() {
+    let count = |share: f64| {
+        let (events, summary) = generate_vec(&RoomConfig { power_share: share, ..config("11", 3, 1500) }).unwrap();
+        let pls = events.iter().filter(|e| e["type"] == "m.room.power_levels").count();
+        (pls, summary.merges)
+    };
+    let (all, merges) = count(1.0);
+    let (none, merges_none) = count(0.0);
+    let (some, _) = count(0.2);
+    assert_eq!(none, 1, "only the creation sequence's power levels");
+    assert!(all > 100 && some > 1 && some < all / 2, "{all} / {some} / {none}");
+    assert_eq!(merges, merges_none);
+    assert!(generate_vec(&RoomConfig { power_share: -0.1, ..RoomConfig::default() }).is_err());
+    assert!(generate_vec(&RoomConfig { power_share: 1.5, ..RoomConfig::default() }).is_err());
 }

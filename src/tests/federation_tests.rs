@@ -35,6 +35,7 @@ mod tests {
             fork_width: 3,
             fork_depth: 4,
             state_churn: 0.4,
+            power_share: 1.0,
         };
         let (pdus, summary) = generate_vec(&config).expect("generated room");
         assert!(summary.merges > 0);

@@ -23,6 +23,7 @@ mod tests {
             fork_width: 3,
             fork_depth: 3,
             state_churn: 0.3,
+            power_share: 1.0,
         };
         let (pdus, summary) = generate_vec(&config).expect("generated room");
         assert!(summary.merges > 0, "room version {} has no merges", rv.id);

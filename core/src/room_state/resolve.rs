@@ -158,9 +158,19 @@ pub fn resolve_snapshots(rv: &RoomVersion, store: &mut dyn StateStore, snapshots
         let keyed: Vec<(i64, (i64, i64))> =
             d0_events.iter().filter_map(|e| e.key().map(|k| (e.nid, k))).filter(|(_, k)| !conflicted_keys.contains(k)).collect();
         let keys: Vec<(i64, i64)> = keyed.iter().map(|(_, k)| *k).collect();
+        let mut witnesses: Vec<i64> = Vec::new();
         for ((nid, _), now) in keyed.iter().zip(store.lookup(snaps[0], &keys)?) {
             if now == Some(*nid) {
                 remaining.remove(nid);
+                witnesses.push(*nid);
+            }
+        }
+        // a'. And what is in their chains: the old events D0 holds are mostly the history of
+        //    such an event (a sender's earlier memberships and who invited them), met through
+        //    it from one branch only. Without this, min(D0) is old and b reads most of the state.
+        if !remaining.is_empty() {
+            for chain in store.auth_chains(&witnesses)? {
+                remaining.retain(|x| chain.binary_search(x).is_err());
             }
         }
     }

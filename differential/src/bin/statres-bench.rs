@@ -29,6 +29,7 @@ fn main() {
         fork_width: 2,
         fork_depth: 1000,
         state_churn: 0.95,
+        power_share: 1.0,
     };
     let rv = RoomVersion::from_id(&version).expect("room version");
     let started = Instant::now();

@@ -19,6 +19,7 @@ pub fn forked_rooms(seeds: &[u64]) -> Vec<(RoomVersion, u64, Vec<Pdu>)> {
                 fork_width: 3,
                 fork_depth: 5,
                 state_churn: 0.5,
+                power_share: 1.0,
             };
             let (events, _) = generate_vec(&cfg).unwrap();
             out.push((rv, seed, events.iter().map(|e| Pdu::from_json(e, &rv).unwrap()).collect()));
