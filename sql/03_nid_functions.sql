@@ -71,9 +71,11 @@ BEGIN
     RETURN QUERY
         SELECT k.room_nid, k.state_key, k.state_key_nid
         FROM (SELECT DISTINCT u.r, u.s FROM unnest(room_nids, state_keys) AS u(r, s) WHERE u.s IS NOT NULL) d
-        JOIN (SELECT x.room_nid, x.state_key, x.state_key_nid FROM roomserver.event_state_keys x
-              WHERE x.state_key = ANY (state_keys) AND x.room_nid = ANY (room_nids)) k
-          ON k.room_nid = d.r AND k.state_key = d.s;
+        -- One unique-index probe per key: the generic plan of `state_key = ANY (..) AND
+        -- room_nid = ANY (..)` was seen to read a 100,000-key room and compare every key with
+        -- the whole array (a third of the time of loading a large room).
+        CROSS JOIN LATERAL (SELECT x.room_nid, x.state_key, x.state_key_nid FROM roomserver.event_state_keys x
+                            WHERE x.state_key = d.s AND x.room_nid = d.r OFFSET 0) k;
     GET DIAGNOSTICS got = ROW_COUNT;
     PERFORM roomserver.raise_if_invisible('state key NIDs', wanted, got);
 END
