@@ -210,10 +210,11 @@ CREATE FUNCTION roomserver.state_auth_chain(room_nid bigint, snapshot_nid bigint
 RETURNS TABLE (event_nid bigint)
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT DISTINCT c.n
+    -- One union of the stored chains in Rust (a DISTINCT over the unnested chains was 0.46 s
+    -- for a 50,000-entry state: 50 million rows for 17,000 distinct NIDs).
+    SELECT unnest(roomserver.nid_set_union(array_agg(e.auth_chain)))
     FROM roomserver.snapshot_entries(room_nid, snapshot_nid) s
     JOIN roomserver.stored_events e ON e.room_nid = state_auth_chain.room_nid AND e.event_nid = s.event_nid
-    CROSS JOIN LATERAL unnest(roomserver.nid_set_decode(e.auth_chain)) AS c(n)
 $$;
 
 -- The event whose state a federation response serves: ERROR 22004 on NULLs, P0002 when the room

@@ -22,7 +22,7 @@ extension_sql_file!("../sql/01_nids.sql", name = "nids", bootstrap);
 extension_sql_file!("../sql/02_events.sql", name = "events", requires = ["nids"]);
 extension_sql_file!("../sql/03_nid_functions.sql", name = "nid_functions", requires = ["events"]);
 extension_sql_file!("../sql/04_event_reads.sql", name = "event_reads", requires = ["nid_functions"]);
-extension_sql_file!("../sql/06_state.sql", name = "state", requires = ["event_reads", nid_set_decode, snapshot_lookup, snapshot_state_arrays, snapshot_entries, block_entries]);
+extension_sql_file!("../sql/06_state.sql", name = "state", requires = ["event_reads", nid_set_decode, nid_set_union, snapshot_lookup, snapshot_state_arrays, snapshot_entries, block_entries]);
 extension_sql_file!(
     "../sql/07_federation.sql",
     name = "federation",

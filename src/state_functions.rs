@@ -14,6 +14,14 @@ fn nid_set_decode(bytes: &[u8]) -> Vec<i64> {
     nid_set::decode(bytes).or_raise("nid_set_decode")
 }
 
+/// The union of compact NID sets (NULL elements skipped), ascending: the auth chain of a whole
+/// state from its events' stored chains, without unnesting every chain into rows.
+#[pg_extern(immutable, strict, parallel_safe)]
+fn nid_set_union(sets: Array<'_, &[u8]>) -> Vec<i64> {
+    let sets: Vec<&[u8]> = sets.iter().flatten().collect();
+    nid_set::union(&sets).or_raise("nid_set_union")
+}
+
 fn non_null(values: Vec<Option<i64>>, name: &str) -> Vec<i64> {
     values
         .into_iter()
