@@ -87,6 +87,18 @@ FROM roomserver.rooms r
 JOIN roomserver.state_snapshots s ON s.room_nid = r.room_nid AND s.snapshot_nid = r.current_state,
      roomserver.snapshot_state_arrays(r.room_nid, r.current_state) a
 WHERE r.room_id = :'room_id';
+-- Auth chains are stored per state event as compact NID sets; the union of the chains of the
+-- state before the ban is that state's auth chain, as /state_ids lists it.
+SELECT (SELECT array_agg(roomserver.event_id(b.room_nid, n) ORDER BY roomserver.event_id(b.room_nid, n))
+        FROM unnest(roomserver.nid_set_union(ARRAY(
+            SELECT x.auth_chain FROM roomserver.snapshot_entries(b.room_nid, b.state_before) s
+            JOIN roomserver.stored_events x ON x.room_nid = b.room_nid AND x.event_nid = s.event_nid))) n)
+     = (SELECT array_agg(i ORDER BY i) FROM jsonb_array_elements_text(roomserver.state_ids(:'room_id', :'ban_id')->'auth_chain_ids') i)
+       AS union_is_the_auth_chain
+FROM roomserver.stored_events b WHERE b.event_id = :'ban_id';
+SELECT roomserver.nid_set_union(ARRAY['\x0301'::bytea, NULL, '\x04'::bytea]) AS union_of_3_4_and_4,
+       roomserver.nid_set_decode('\x0301') AS decoded;
+SELECT pg_temp.try($$SELECT roomserver.nid_set_union(ARRAY['\x05'::bytea, '\x80'::bytea])$$);
 SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_diff(424242, 1, 2)');
 SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_state_arrays(424242, 1)');
 
