@@ -30,6 +30,12 @@ pub fn encode(nids: impl IntoIterator<Item = i64>) -> Vec<u8> {
 /// Decodes what [`encode`] wrote: the NIDs in ascending order.
 pub fn decode(bytes: &[u8]) -> Result<Vec<i64>> {
     let mut out = Vec::with_capacity(bytes.len());
+    for_each(bytes, |n| out.push(n))?;
+    Ok(out)
+}
+
+/// Calls `f` with each NID of an encoded set, ascending, without collecting them.
+fn for_each(bytes: &[u8], mut f: impl FnMut(i64)) -> Result<()> {
     let (mut prev, mut d, mut shift) = (0i64, 0u64, 0u32);
     for &b in bytes {
         if shift > 63 {
@@ -38,7 +44,7 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<i64>> {
         d |= u64::from(b & 0x7f) << shift;
         if b & 0x80 == 0 {
             prev = prev.checked_add(d as i64).ok_or_else(|| Error::invalid(None, "corrupt NID set: NID overflow"))?;
-            out.push(prev);
+            f(prev);
             d = 0;
             shift = 0;
         } else {
@@ -48,8 +54,11 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<i64>> {
     if shift != 0 {
         return Err(Error::invalid(None, "corrupt NID set: truncated varint"));
     }
-    Ok(out)
+    Ok(())
 }
+
+/// The widest NID range [`union`] covers with a bitmap (128 MiB); wider unions sort instead.
+pub const MAX_UNION_SPAN: i64 = 1 << 30;
 
 /// The union of encoded sets, ascending. Decoded straight into a bitmap over the span of the
 /// NIDs (one bit per NID between the smallest and the largest, grown as needed): the chains of a
@@ -65,29 +74,33 @@ pub fn union(sets: &[&[u8]]) -> Result<Vec<i64>> {
     }
     let Some(base) = base else { return Ok(Vec::new()) };
     let mut bits: Vec<u64> = Vec::new();
+    let (mut below_base, mut beyond_span) = (false, false);
     for set in sets {
-        let (mut prev, mut d, mut shift) = (0i64, 0u64, 0u32);
-        for &b in *set {
-            if shift > 63 {
-                return Err(Error::invalid(None, "corrupt NID set: a varint is longer than 64 bits"));
-            }
-            d |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                prev = prev.checked_add(d as i64).ok_or_else(|| Error::invalid(None, "corrupt NID set: NID overflow"))?;
-                let bit = (prev - base) as u64;
+        for_each(set, |n| match n.checked_sub(base) {
+            Some(bit) if (0..MAX_UNION_SPAN).contains(&bit) => {
                 let word = (bit / 64) as usize;
                 if word >= bits.len() {
                     bits.resize(word + 1, 0);
                 }
                 bits[word] |= 1 << (bit % 64);
-                d = 0;
-                shift = 0;
-            } else {
-                shift += 7;
             }
+            Some(bit) if bit >= MAX_UNION_SPAN => beyond_span = true,
+            _ => below_base = true,
+        })?;
+        if below_base {
+            // Every set ascends from its first NID, so only a delta that wrapped gets here.
+            return Err(Error::invalid(None, "corrupt NID set: a NID below the set's first one"));
         }
-        if shift != 0 {
-            return Err(Error::invalid(None, "corrupt NID set: truncated varint"));
+        if beyond_span {
+            // NIDs spread over more than the bitmap covers (a room whose events are far apart
+            // in a huge database): sort and deduplicate instead.
+            let mut all: Vec<i64> = Vec::new();
+            for set in sets {
+                for_each(set, |n| all.push(n))?;
+            }
+            all.sort_unstable();
+            all.dedup();
+            return Ok(all);
         }
     }
     let mut out = Vec::new();
@@ -143,6 +156,11 @@ mod tests {
             assert_eq!(union(&refs).unwrap(), expected);
         }
         assert!(union(&[&[0x80]]).is_err());
+        // A delta that wraps below the first NID is an error; a span past the bitmap's is sorted.
+        assert!(union(&[&encode([5]), &[0x05, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]]).is_err());
+        let wide = [encode([1, 7, MAX_UNION_SPAN * 3]), encode([7, MAX_UNION_SPAN])];
+        assert_eq!(union(&[&wide[0], &wide[1]]).unwrap(), vec![1, 7, MAX_UNION_SPAN, MAX_UNION_SPAN * 3]);
+        assert_eq!(union(&[&encode([1, MAX_UNION_SPAN])]).unwrap(), vec![1, MAX_UNION_SPAN]);
     }
 
     #[test]
