@@ -178,7 +178,7 @@ SELECT 'auth chain index, bytes', 'stored_events.auth_chain (' || count(auth_cha
 -- 4. Reads at random events (the same sample for every method).
 SELECT setseed(0.42);
 CREATE TABLE sample AS
-SELECT e.event_nid, e.state_before AS snap, s.state_size
+SELECT e.event_nid, e.state_before AS snap, s.state_size, e.event_id
 FROM roomserver.stored_events e JOIN roomserver.state_snapshots s ON s.room_nid = e.room_nid AND s.snapshot_nid = e.state_before
 WHERE NOT e.outlier ORDER BY random() LIMIT :samples;
 -- A key per sampled event: a member of the state at that event (looked up by every method).
@@ -198,21 +198,24 @@ FROM (SELECT DISTINCT g FROM chain) c JOIN group_hops h ON h.group_id = c.g AND 
 CROSS JOIN LATERAL roomserver.snapshot_entries(:room_nid, c.g) x;
 ANALYZE state_groups_state;
 
--- Runs `statement` (with $1 = the sampled snapshot, $2/$3 = the key, $4 = the state size) for
--- every sampled event; returns the mean milliseconds per call.
-CREATE FUNCTION pg_temp.timed(statement text) RETURNS numeric LANGUAGE plpgsql AS $$
+-- Runs `statement` (with $1 = the sampled snapshot, $2/$3 = the key, $4 = the state size,
+-- $5 = the event ID) for every sampled event, or for the first `max_events` of them; returns
+-- the mean milliseconds per call.
+CREATE FUNCTION pg_temp.timed(statement text, max_events int DEFAULT NULL) RETURNS numeric LANGUAGE plpgsql AS $$
 DECLARE
     r record;
     started timestamptz;
     spent interval := interval '0';
+    calls int := 0;
     k bigint;
 BEGIN
-    FOR r IN SELECT * FROM sample ORDER BY event_nid LOOP
+    FOR r IN SELECT * FROM sample ORDER BY event_nid LIMIT max_events LOOP
         started := clock_timestamp();
-        EXECUTE statement INTO k USING r.snap, r.type_nid, r.state_key_nid, r.state_size;
+        EXECUTE statement INTO k USING r.snap, r.type_nid, r.state_key_nid, r.state_size, r.event_id;
         spent := spent + (clock_timestamp() - started);
+        calls := calls + 1;
     END LOOP;
-    RETURN round(extract(epoch FROM spent) * 1000 / (SELECT count(*) FROM sample), 4);
+    RETURN round(extract(epoch FROM spent) * 1000 / calls, 4);
 END $$;
 
 -- Single key. Run once to warm the buffers (and the backend's block cache) for every method,
@@ -263,41 +266,25 @@ SELECT count(*) FILTER (WHERE ours <> chain) AS full_state_disagreements, count(
 --    bodies built the straightforward way: the chain as a DISTINCT over every state event's
 --    unnested chain, and one event_pdu call per PDU.
 SELECT room_id AS bench_room FROM roomserver.rooms WHERE room_nid = :room_nid \gset
-CREATE TABLE body_sample AS SELECT e.event_id, e.state_before AS snap FROM sample s
-    JOIN roomserver.stored_events e ON e.room_nid = :room_nid AND e.event_nid = s.event_nid ORDER BY s.event_nid LIMIT 5;
-CREATE FUNCTION pg_temp.timed_bodies(statement text) RETURNS numeric LANGUAGE plpgsql AS $$
-DECLARE
-    r record;
-    started timestamptz;
-    spent interval := interval '0';
-    n bigint;
-BEGIN
-    FOR r IN SELECT * FROM body_sample LOOP
-        started := clock_timestamp();
-        EXECUTE statement INTO n USING r.event_id, r.snap;
-        spent := spent + (clock_timestamp() - started);
-    END LOOP;
-    RETURN round(extract(epoch FROM spent) * 1000 / (SELECT count(*) FROM body_sample), 2);
-END $$;
-SELECT pg_temp.timed_bodies(format('SELECT length(roomserver.state_ids(%L, $1)::text)', :'bench_room')) \g /dev/null
+SELECT pg_temp.timed(format('SELECT length(roomserver.state_ids(%L, $5)::text)', :'bench_room'), 5) \g /dev/null
 INSERT INTO results VALUES
   ('/state_ids body at a random event', 'roomserver.state_ids',
-   pg_temp.timed_bodies(format('SELECT length(roomserver.state_ids(%L, $1)::text)', :'bench_room')), 'ms/call'),
+   pg_temp.timed(format('SELECT length(roomserver.state_ids(%L, $5)::text)', :'bench_room'), 5), 'ms/call'),
   ('/state_ids body at a random event', 'the same body, auth chain as DISTINCT over the unnested stored chains',
-   pg_temp.timed_bodies(format($q$SELECT length(jsonb_build_object(
-        'pdu_ids', (SELECT jsonb_agg(x.event_id ORDER BY x.event_nid) FROM roomserver.snapshot_entries(%1$s, $2) s
+   pg_temp.timed(format($q$SELECT length(jsonb_build_object(
+        'pdu_ids', (SELECT jsonb_agg(x.event_id ORDER BY x.event_nid) FROM roomserver.snapshot_entries(%1$s, $1) s
                     JOIN roomserver.stored_events x ON x.room_nid = %1$s AND x.event_nid = s.event_nid),
         'auth_chain_ids', (SELECT jsonb_agg(x.event_id ORDER BY x.event_nid) FROM (
-                    SELECT DISTINCT c.n FROM roomserver.snapshot_entries(%1$s, $2) s
+                    SELECT DISTINCT c.n FROM roomserver.snapshot_entries(%1$s, $1) s
                     JOIN roomserver.stored_events e ON e.room_nid = %1$s AND e.event_nid = s.event_nid
                     CROSS JOIN LATERAL unnest(roomserver.nid_set_decode(e.auth_chain)) AS c(n)) c
-                    JOIN roomserver.stored_events x ON x.room_nid = %1$s AND x.event_nid = c.n))::text)$q$, :room_nid)), 'ms/call'),
+                    JOIN roomserver.stored_events x ON x.room_nid = %1$s AND x.event_nid = c.n))::text)$q$, :room_nid), 5), 'ms/call'),
   ('/state body at a random event', 'roomserver.state',
-   pg_temp.timed_bodies(format('SELECT length(roomserver.state(%L, $1)::text)', :'bench_room')), 'ms/call'),
+   pg_temp.timed(format('SELECT length(roomserver.state(%L, $5)::text)', :'bench_room'), 5), 'ms/call'),
   ('/state body at a random event', 'the same body, one roomserver.event_pdu call per PDU',
-   pg_temp.timed_bodies(format($q$SELECT length(jsonb_build_object(
-        'pdus', (SELECT jsonb_agg(roomserver.event_pdu(%1$s, s.event_nid) ORDER BY s.event_nid) FROM roomserver.snapshot_entries(%1$s, $2) s),
-        'auth_chain', (SELECT jsonb_agg(roomserver.event_pdu(%1$s, c.event_nid) ORDER BY c.event_nid) FROM roomserver.state_auth_chain(%1$s, $2) c))::text)$q$, :room_nid)), 'ms/call');
+   pg_temp.timed(format($q$SELECT length(jsonb_build_object(
+        'pdus', (SELECT jsonb_agg(roomserver.event_pdu(%1$s, s.event_nid) ORDER BY s.event_nid) FROM roomserver.snapshot_entries(%1$s, $1) s),
+        'auth_chain', (SELECT jsonb_agg(roomserver.event_pdu(%1$s, c.event_nid) ORDER BY c.event_nid) FROM roomserver.state_auth_chain(%1$s, $1) c))::text)$q$, :room_nid), 5), 'ms/call');
 
 SELECT what, method, value, unit,
        CASE WHEN what LIKE 'state storage%' THEN round(value / min(value) FILTER (WHERE method LIKE 'pg_roomserver%') OVER (PARTITION BY what), 1)
