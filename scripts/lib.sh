@@ -93,4 +93,17 @@ install_extension() {
     else
         (cd "$REPO" && cargo pgrx install --sudo --pg-config "$PG_CONFIG" "${profile_flag[@]}")
     fi
+    # cargo pgrx install writes the current version's script and copies the upgrade scripts
+    # (sql/pg_roomserver--A--B.sql); the frozen install scripts of earlier releases
+    # (sql/pg_roomserver--A.sql) are copied here, so CREATE EXTENSION ... VERSION 'A' works.
+    local extdir; extdir="$("$PG_CONFIG" --sharedir)/extension"
+    local current; current="$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -n 1)"
+    local f
+    for f in "$REPO"/sql/pg_roomserver--*.sql; do
+        case "$(basename "$f")" in
+            *--*--*) ;;                                   # upgrade scripts: copied by pgrx
+            "pg_roomserver--$current.sql") ;;             # never overwrite the generated one
+            *) as_root install -m 644 "$f" "$extdir/" ;;
+        esac
+    done
 }

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
+
+use crate::json_input::JsonInput;
 use roomserver_core::auth::{check_event_auth, StateMap};
 use roomserver_core::state_res::resolve;
 use roomserver_core::{Error, Pdu, RoomVersion};
@@ -17,7 +19,7 @@ use crate::errors::{raise, OrRaise};
 /// `room_version`; `events` maps every event ID the algorithm may need (the state sets' events
 /// and their auth chains) to its PDU. Returns `{"<type>": {"<state_key>": "<event_id>"}}`.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn resolve_state(room_version: &str, state_sets: JsonB, events: JsonB) -> JsonB {
+fn resolve_state(room_version: &str, state_sets: JsonInput, events: JsonInput) -> JsonB {
     const CTX: &str = "resolve_state";
     let rv = RoomVersion::from_id(room_version).or_raise(CTX);
     let store = parse_events(&events.0, &rv).or_raise(CTX);
@@ -36,7 +38,7 @@ fn resolve_state(room_version: &str, state_sets: JsonB, events: JsonB) -> JsonB 
 /// Checks `pdu` against the authorization rules of `room_version` with `state` (a JSON array of
 /// the state events to check against). Returns `{"allowed": bool, "reason": text|null}`.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn check_auth(pdu: JsonB, room_version: &str, state: JsonB) -> JsonB {
+fn check_auth(pdu: JsonInput, room_version: &str, state: JsonInput) -> JsonB {
     const CTX: &str = "check_auth";
     let rv = RoomVersion::from_id(room_version).or_raise(CTX);
     let event = Pdu::from_json(&pdu.0, &rv).or_raise(CTX);

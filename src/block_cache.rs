@@ -6,20 +6,26 @@
 //! k-way merge of cached blocks. Ingest and the read functions share the cache.
 //!
 //! What could make an entry wrong, and what clears the cache:
-//! - the state tables are truncated, dropped or re-created (NIDs could then be reused): a
-//!   relcache invalidation of either table (delivered at the next transaction start at the
-//!   latest), or a reset of all caches;
-//! - a transaction that wrote state (or created the extension) rolls back: any abort, since
-//!   aborts are rare and the cache refills itself.
+//! - the state tables are truncated, dropped or re-created (NIDs could then be reused), or their
+//!   privileges change: a relcache invalidation of one of them (delivered at the next
+//!   transaction start at the latest), or a reset of all caches;
+//! - a transaction or a subtransaction (`ROLLBACK TO SAVEPOINT`, a PL/pgSQL `EXCEPTION` block)
+//!   that wrote state rolls back: any abort, since aborts are rare and the cache refills itself.
+//!
+//! The cache answers without SQL, so it checks privileges itself: a role that may not SELECT
+//! the tables the cache mirrors gets the 42501 a query of them would raise (`SET ROLE` in a
+//! pooled backend must not read what another role's call cached).
 //!
 //! Nothing maps hashes to NIDs here: deduplication always asks the tables. The cache is bounded
-//! ([`MAX_ENTRIES`]); past it, it starts over.
+//! by the setting `roomserver.cache_size`; past it, it starts over.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use pgrx::pg_sys;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgSqlErrorCode};
+use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::spi::SpiClient;
 use roomserver_core::room_state::Snapshot;
 use roomserver_core::state_blocks::{decode_entries, BlockRef, Entry, StateHash};
@@ -27,9 +33,31 @@ use roomserver_core::{Error, Result};
 
 use crate::spi_plans::{execute, Statement, INT8, INT8_ARRAY};
 
-/// At most this many block entries (24 bytes each) and auth chain NIDs (8 bytes, counted a third) are cached per backend, about 100 MB at most:
-/// the states of several 100,000-member rooms with their history.
-pub const MAX_ENTRIES: usize = 4_000_000;
+/// `roomserver.cache_size`: the memory a backend may spend on the cache, in kB (GUC_UNIT_KB).
+pub static CACHE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_CACHE_SIZE_KB);
+/// 100 MB: the states of several 100,000-member rooms with their history.
+const DEFAULT_CACHE_SIZE_KB: i32 = 100 * 1024;
+/// What one cached unit costs: a block entry (three NIDs), or three NIDs of an auth chain.
+const UNIT_BYTES: usize = 24;
+
+/// Registers `roomserver.cache_size` (called from `_PG_init`).
+pub fn define_settings() {
+    GucRegistry::define_int_guc(
+        c"roomserver.cache_size",
+        c"Memory each backend may use to cache state blocks, snapshots and auth chains.",
+        c"Past it the cache is emptied and refills itself. 0 keeps nothing between lookups.",
+        &CACHE_SIZE_KB,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_KB,
+    );
+}
+
+/// How many units ([`UNIT_BYTES`]) the cache may hold now.
+fn capacity_units() -> usize {
+    usize::try_from(CACHE_SIZE_KB.get()).unwrap_or(0).saturating_mul(1024) / UNIT_BYTES
+}
 
 /// A cached block: its entries sorted by key and its newest event.
 pub struct Block {
@@ -41,6 +69,7 @@ pub struct Block {
 struct Cache {
     snapshots: HashMap<i64, (i64, Rc<Snapshot>)>,
     blocks: HashMap<i64, (i64, Rc<Block>)>,
+    /// Units held ([`UNIT_BYTES`] each).
     entries: usize,
     /// Results of state resolution: sorted snapshot NIDs -> the resolved snapshot.
     resolutions: HashMap<Vec<i64>, i64>,
@@ -53,16 +82,19 @@ thread_local! {
     // Set by the callbacks, which must not touch CACHE (they can run in the middle of a query
     // made while it is borrowed); acted on at the next use.
     static STALE: Cell<bool> = const { Cell::new(false) };
-    // The OIDs of state_snapshots and state_blocks, once known; 0 before.
-    static WATCHED: Cell<(u32, u32)> = const { Cell::new((0, 0)) };
+    // The OIDs of the tables the cache mirrors (state_snapshots, state_blocks, stored_events),
+    // once known; 0 before.
+    static WATCHED: Cell<[u32; 3]> = const { Cell::new([0; 3]) };
     static REGISTERED: Cell<bool> = const { Cell::new(false) };
+    // The last role found allowed to read the watched tables; cleared with the cache, so a
+    // GRANT or REVOKE (a relcache invalidation) makes it check again.
+    static ALLOWED_ROLE: Cell<Option<pg_sys::Oid>> = const { Cell::new(None) };
 }
 
 // The callbacks only set thread-locals: they cannot raise, so they need no #[pg_guard].
 unsafe extern "C-unwind" fn on_relcache_invalidation(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
-    let (a, b) = WATCHED.with(Cell::get);
     let r = relid.to_u32();
-    if r == 0 || r == a || r == b {
+    if r == 0 || WATCHED.with(Cell::get).contains(&r) {
         STALE.with(|s| s.set(true));
     }
 }
@@ -73,9 +105,22 @@ unsafe extern "C-unwind" fn on_transaction_event(event: pg_sys::XactEvent::Type,
     }
 }
 
+unsafe extern "C-unwind" fn on_subtransaction_event(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    if event == pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB {
+        STALE.with(|s| s.set(true));
+    }
+}
+
 const WATCHED_OIDS: Statement = Statement {
     name: "cache.watched",
-    sql: "SELECT 'roomserver.state_snapshots'::regclass::oid::bigint, 'roomserver.state_blocks'::regclass::oid::bigint",
+    sql: "SELECT 'roomserver.state_snapshots'::pg_catalog.regclass::pg_catalog.oid::bigint,
+                 'roomserver.state_blocks'::pg_catalog.regclass::pg_catalog.oid::bigint,
+                 'roomserver.stored_events'::pg_catalog.regclass::pg_catalog.oid::bigint",
     args: &[],
     mutating: false,
 };
@@ -113,23 +158,45 @@ fn prepare(client: &mut SpiClient<'_>) {
         unsafe {
             pg_sys::CacheRegisterRelcacheCallback(Some(on_relcache_invalidation), pg_sys::Datum::from(0));
             pg_sys::RegisterXactCallback(Some(on_transaction_event), std::ptr::null_mut());
+            pg_sys::RegisterSubXactCallback(Some(on_subtransaction_event), std::ptr::null_mut());
         }
         REGISTERED.with(|r| r.set(true));
         STALE.with(|s| s.set(true));
     }
     if STALE.with(|s| s.replace(false)) {
         CACHE.with(|c| *c.borrow_mut() = Cache::default());
-        let oids: (i64, i64) = execute(client, &WATCHED_OIDS, &[], |t| {
+        ALLOWED_ROLE.with(|r| r.set(None));
+        let oids: [i64; 3] = execute(client, &WATCHED_OIDS, &[], |t| {
             t.into_iter()
                 .next()
-                .map(|r| (r.get(1).ok().flatten().unwrap_or_default(), r.get(2).ok().flatten().unwrap_or_default()))
+                .map(|r| [1, 2, 3].map(|i| r.get(i).ok().flatten().unwrap_or_default()))
                 .unwrap_or_default()
         });
-        WATCHED.with(|w| w.set((oids.0 as u32, oids.1 as u32)));
+        WATCHED.with(|w| w.set(oids.map(|o| o as u32)));
     }
-    if CACHE.with(|c| c.borrow().entries > MAX_ENTRIES) {
+    check_privileges();
+    if CACHE.with(|c| c.borrow().entries > capacity_units()) {
         CACHE.with(|c| *c.borrow_mut() = Cache::default());
     }
+}
+
+/// Raises 42501, as a query of the table would, when the current role may not read one of the
+/// tables the cache mirrors.
+fn check_privileges() {
+    // SAFETY: reads the backend's current user; no allocation.
+    let role = unsafe { pg_sys::GetUserId() };
+    if ALLOWED_ROLE.with(Cell::get) == Some(role) {
+        return;
+    }
+    for (oid, name) in WATCHED.with(Cell::get).into_iter().zip(["state_snapshots", "state_blocks", "stored_events"]) {
+        // SAFETY: a syscache lookup of a relation that exists (its OID was just read).
+        let verdict = unsafe { pg_sys::pg_class_aclcheck(pg_sys::Oid::from(oid), role, pg_sys::ACL_SELECT as pg_sys::AclMode) };
+        if verdict != pg_sys::AclResult::ACLCHECK_OK {
+            ErrorReport::new(PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE, format!("permission denied for table {name}"), "pg_roomserver")
+                .report(pgrx::PgLogLevel::ERROR);
+        }
+    }
+    ALLOWED_ROLE.with(|r| r.set(Some(role)));
 }
 
 /// The snapshot an earlier resolution of `states` gave in this backend (see

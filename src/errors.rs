@@ -18,6 +18,7 @@ pub fn sqlstate(e: &Error) -> PgSqlErrorCode {
         ErrorKind::NotFound => PgSqlErrorCode::ERRCODE_NO_DATA_FOUND, // P0002
         ErrorKind::MissingReferences => PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION, // 23503
         ErrorKind::InvalidParameter => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, // 22000
+        ErrorKind::TooLarge => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, // 54000
     }
 }
 

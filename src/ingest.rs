@@ -7,13 +7,15 @@
 use std::collections::{BTreeMap, HashMap};
 
 use pgrx::prelude::*;
-use pgrx::JsonB;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::{pg_sys, JsonB, PgLogLevel, PgSqlErrorCode};
 use roomserver_core::room_state::{admit, chain_from_auth_events, check_outlier, resolve_snapshots, superseded_extremities, StoredEvent};
 use roomserver_core::stored_form::{room_version_for, split, StoredForm};
 use roomserver_core::{nid_set, Error, RoomVersion};
 use serde_json::{json, Value};
 
 use crate::errors::{null_argument, raise, OrRaise};
+use crate::json_input::JsonInput;
 use crate::spi_plans::{execute, Statement, BOOL_ARRAY, BYTEA_ARRAY, INT2_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
 use crate::state_store::SpiStateStore;
 
@@ -22,7 +24,7 @@ use crate::state_store::SpiStateStore;
 /// event is unknown. With `outlier`, the event is stored without state (its prev events need not
 /// be known); otherwise its prev and auth events must be stored, with state.
 #[pg_extern(volatile, parallel_unsafe)]
-fn ingest_event(pdu: Option<JsonB>, room_version: default!(Option<&str>, "NULL"), outlier: default!(bool, false)) -> JsonB {
+fn ingest_event(pdu: Option<JsonInput>, room_version: default!(Option<&str>, "NULL"), outlier: default!(bool, false)) -> JsonB {
     let pdu = pdu.unwrap_or_else(|| null_argument("pdu"));
     let mut results = ingest(vec![pdu.0], room_version, outlier, "ingest_event");
     JsonB(results.pop().expect("one result per PDU"))
@@ -32,7 +34,7 @@ fn ingest_event(pdu: Option<JsonB>, room_version: default!(Option<&str>, "NULL")
 /// in the same call). Returns one result per element, as `ingest_event` does.
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest_events(
-    pdus: Option<JsonB>,
+    pdus: Option<JsonInput>,
     room_version: default!(Option<&str>, "NULL"),
     outlier: default!(bool, false),
 ) -> SetOfIterator<'static, JsonB> {
@@ -198,7 +200,47 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
     v.get(key).and_then(Value::as_str)
 }
 
+/// Refuses to run where nothing can be written, then ingests under the room locks.
+///
+/// Under READ COMMITTED the room lock makes every later statement see what the previous ingest
+/// into the room committed. Under REPEATABLE READ or SERIALIZABLE the transaction's snapshot can
+/// predate it: a row that ingest would write then already exists, invisible, and its unique
+/// index raises 23505. That is a serialization failure like any other, so it is raised as
+/// `40001` and the caller retries the transaction.
 fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context: &str) -> Vec<Value> {
+    // SAFETY: plain reads of backend globals.
+    let (in_recovery, read_only, snapshot_per_xact) =
+        unsafe { (pg_sys::RecoveryInProgress(), pg_sys::XactReadOnly, pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32) };
+    if in_recovery || read_only {
+        let why = if in_recovery { "a hot standby" } else { "a read-only transaction" };
+        ErrorReport::new(PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION, format!("{context}: cannot ingest on {why}"), "pg_roomserver")
+            .set_hint("ingest on the primary; read functions work on a standby")
+            .report(PgLogLevel::ERROR);
+    }
+    if !snapshot_per_xact {
+        return ingest_locked(items, requested, as_outlier, context);
+    }
+    let context_owned = context.to_owned();
+    PgTryBuilder::new(move || ingest_locked(items, requested, as_outlier, &context_owned))
+        .catch_when(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, |e| {
+            let detail = match &e {
+                pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_owned(),
+                pg_sys::panic::CaughtError::RustPanic { ereport, .. } => ereport.message().to_owned(),
+            };
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_T_R_SERIALIZATION_FAILURE,
+                format!("{context}: a concurrent transaction ingested into the same room after this transaction's snapshot was taken"),
+                "pg_roomserver",
+            )
+            .set_detail(detail)
+            .set_hint("retry the transaction")
+            .report(PgLogLevel::ERROR);
+            unreachable!("ERROR does not return")
+        })
+        .execute()
+}
+
+fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context: &str) -> Vec<Value> {
     let batch = items.len() > 1 || context == "ingest_events";
     let field_context = |i: usize| if batch { format!("{context}: pdus[{i}]") } else { context.to_owned() };
 
@@ -259,7 +301,7 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
         }
         let fresh: Vec<&StoredForm> = prepared.iter().filter(|p| p.repeat_of.is_none()).map(|p| &p.form).collect();
 
-        // 3. NIDs for what is new: rooms, event types, state keys (senders are state keys too:
+        // 3. NIDs for what is new: rooms first, then (under the room lock) event types, state keys (senders are state keys too:
         //    they are the user IDs of member events).
         let mut new_rooms: Vec<String> = fresh.iter().map(|f| f.pdu.room_id.clone()).filter(|r| !rooms.contains_key(r)).collect();
         new_rooms.sort();
@@ -285,6 +327,15 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
                 rooms.insert(id, nid);
             }
         }
+        // 4. One ingest at a time per room from here on, and before any other NID is assigned:
+        //    a new type or state key is a row this transaction holds until it ends, so taking
+        //    the room lock after it could wait on a session that waits on that row (40P01).
+        //    Locks are taken in room NID order.
+        let mut room_nids: Vec<i64> = fresh.iter().map(|f| rooms[&f.pdu.room_id]).collect();
+        room_nids.sort_unstable();
+        room_nids.dedup();
+        execute(client, &LOCK_ROOMS, &[room_nids.clone().into()], |_| ());
+
         let mut new_types: Vec<String> = fresh.iter().map(|f| f.pdu.event_type.clone()).filter(|t| !type_nids.contains_key(t)).collect();
         new_types.sort();
         new_types.dedup();
@@ -315,12 +366,6 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
                 }
             });
         }
-
-        // 4. One ingest at a time per room from here on.
-        let mut room_nids: Vec<i64> = fresh.iter().map(|f| rooms[&f.pdu.room_id]).collect();
-        room_nids.sort_unstable();
-        room_nids.dedup();
-        execute(client, &LOCK_ROOMS, &[room_nids.clone().into()], |_| ());
 
         // 5. What the batch refers to: its own events if already stored, and their prev and
         //    auth events, with the facts admission needs.

@@ -3,19 +3,21 @@
 
 use pgrx::prelude::*;
 use pgrx::JsonB;
+
+use crate::json_input::JsonInput;
 use roomserver_core::{canonical_json, hashes, redaction, RoomVersion};
 
 use crate::errors::{raise, OrRaise};
 
 /// The spec's canonical JSON of a value (keys sorted, no whitespace, integers only).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn canonical_json(value: JsonB) -> String {
+fn canonical_json(value: JsonInput) -> String {
     canonical_json::to_canonical_string(&value.0).or_raise("canonical_json")
 }
 
 /// The redaction algorithm of `room_version` applied to `pdu`.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn redact(pdu: JsonB, room_version: &str) -> JsonB {
+fn redact(pdu: JsonInput, room_version: &str) -> JsonB {
     let rv = RoomVersion::from_id(room_version).or_raise("redact");
     if !pdu.0.is_object() {
         raise(roomserver_core::Error::bad_json("(root)", "a PDU must be a JSON object"), "redact")
@@ -26,14 +28,14 @@ fn redact(pdu: JsonB, room_version: &str) -> JsonB {
 /// The event ID of `pdu` in `room_version`: its `event_id` for v1-v2, `$` + reference hash
 /// (standard base64 for v3, URL-safe from v4).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn event_id_for(pdu: JsonB, room_version: &str) -> String {
+fn event_id_for(pdu: JsonInput, room_version: &str) -> String {
     let rv = RoomVersion::from_id(room_version).or_raise("event_id_for");
     hashes::event_id(&pdu.0, &rv).or_raise("event_id_for")
 }
 
 /// The room ID a room version 12 create event defines (`!` + its reference hash).
 #[pg_extern(immutable, strict, parallel_safe)]
-fn room_id_for_create_event(pdu: JsonB, room_version: &str) -> String {
+fn room_id_for_create_event(pdu: JsonInput, room_version: &str) -> String {
     let rv = RoomVersion::from_id(room_version).or_raise("room_id_for_create_event");
     if !rv.room_id_from_create_event {
         raise(
@@ -49,6 +51,6 @@ fn room_id_for_create_event(pdu: JsonB, room_version: &str) -> String {
 
 /// sha256 content hash of `pdu` (without unsigned, signatures, hashes), unpadded base64.
 #[pg_extern(immutable, strict, parallel_safe)]
-fn content_hash(pdu: JsonB) -> String {
+fn content_hash(pdu: JsonInput) -> String {
     hashes::content_hash(&pdu.0).or_raise("content_hash")
 }

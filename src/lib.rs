@@ -14,24 +14,39 @@ mod errors;
 mod federation_functions;
 mod ingest;
 mod json_functions;
+mod json_input;
 mod spi_plans;
 mod state_functions;
 mod state_store;
 
-extension_sql_file!("../sql/01_nids.sql", name = "nids", bootstrap);
-extension_sql_file!("../sql/02_events.sql", name = "events", requires = ["nids"]);
-extension_sql_file!("../sql/03_nid_functions.sql", name = "nid_functions", requires = ["events"]);
-extension_sql_file!("../sql/04_event_reads.sql", name = "event_reads", requires = ["nid_functions"]);
-extension_sql_file!("../sql/06_state.sql", name = "state", requires = ["event_reads", nid_set_decode, nid_set_union, snapshot_lookup, snapshot_state_arrays, snapshot_entries, block_entries]);
+// The schema (tables, sequences, indexes): written once per release, changed only by upgrade
+// scripts (sql/pg_roomserver--A--B.sql).
+extension_sql_file!("../sql/schema/01_nids.sql", name = "schema_nids", bootstrap);
+extension_sql_file!("../sql/schema/02_events.sql", name = "schema_events", requires = ["schema_nids"]);
+extension_sql_file!("../sql/schema/03_state.sql", name = "schema_state", requires = ["schema_events"]);
+// The API (functions and views): CREATE OR REPLACE throughout, so every upgrade script replays it.
+extension_sql_file!("../sql/api/01_nid_functions.sql", name = "nid_functions", requires = ["schema_state"]);
+extension_sql_file!("../sql/api/02_event_reads.sql", name = "event_reads", requires = ["nid_functions"]);
 extension_sql_file!(
-    "../sql/07_federation.sql",
+    "../sql/api/03_state.sql",
+    name = "state",
+    requires = ["event_reads", nid_set_decode, nid_set_union, snapshot_lookup, snapshot_state_arrays, snapshot_entries, block_entries]
+);
+extension_sql_file!(
+    "../sql/api/04_federation.sql",
     name = "federation",
     requires = ["state", redact, backfill_walk, forwards_fill_walk, get_missing_events_walk, server_may_see_events]
 );
-extension_sql_file!("../sql/99_finalize.sql", name = "finalize", finalize);
+extension_sql_file!("../sql/api/05_access.sql", name = "access", requires = ["federation"]);
+extension_sql_file!("../sql/api/99_finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]
 mod tests;
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    block_cache::define_settings();
+}
 
 /// Required by `cargo pgrx test`.
 #[cfg(test)]

@@ -22,6 +22,9 @@ pub enum ErrorKind {
     /// The input is well-formed but violates a structural rule (a cycle in auth_events,
     /// duplicate auth events, an absurd limit).
     InvalidParameter,
+    /// The input is well-formed but the answer would be larger than this implementation builds
+    /// (a NID set of more than `nid_set::MAX_DECODED` NIDs).
+    TooLarge,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +56,9 @@ impl Error {
     }
     pub fn invalid(field: Option<&str>, message: impl Into<String>) -> Self {
         Self::new(ErrorKind::InvalidParameter, field, message)
+    }
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::TooLarge, None, message)
     }
 }
 

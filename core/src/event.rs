@@ -13,6 +13,11 @@ use crate::room_version::{EventFormat, RoomVersion};
 pub const MAX_ID_BYTES: usize = 255;
 /// Spec limit on a whole PDU as canonical JSON: 65536 bytes.
 pub const MAX_PDU_BYTES: usize = 65_536;
+/// At most this many `prev_events` (Synapse refuses more, as the spec's server
+/// implementations do): each one can cost a state resolution, so one PDU must not name hundreds.
+pub const MAX_PREV_EVENTS: usize = 20;
+/// At most this many `auth_events`: the auth events selection never picks more than a handful.
+pub const MAX_AUTH_EVENTS: usize = 10;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pdu {
@@ -196,6 +201,10 @@ fn references(obj: &Map<String, Value>, field: &str, rv: &RoomVersion) -> Result
         Some(_) => return Err(Error::wrong_type(field, "an array")),
         None => return Err(Error::missing(field)),
     };
+    let limit = if field == "prev_events" { MAX_PREV_EVENTS } else { MAX_AUTH_EVENTS };
+    if items.len() > limit {
+        return Err(Error::bad_json(field, format!("{} {field}; at most {limit} are allowed", items.len())));
+    }
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let path = format!("{field}[{i}]");
@@ -269,6 +278,8 @@ mod tests {
             ({let mut m = message(); m["content"]["n"] = json!(1i64 << 53); m}, "content.n", ErrorKind::IntegerOutOfRange),
             ({let mut m = message(); m["sender"] = json!("a:x"); m}, "sender", ErrorKind::BadJson),
             ({let mut m = message(); m.as_object_mut().unwrap().remove("hashes"); m}, "hashes", ErrorKind::BadJson),
+            ({let mut m = message(); m["prev_events"] = json!((0..21).map(|i| format!("$p{i}")).collect::<Vec<_>>()); m}, "prev_events", ErrorKind::BadJson),
+            ({let mut m = message(); m["auth_events"] = json!((0..11).map(|i| format!("$a{i}")).collect::<Vec<_>>()); m}, "auth_events", ErrorKind::BadJson),
         ];
         for (json, field, kind) in cases {
             let e = Pdu::from_json(&json, &rv("10")).unwrap_err();

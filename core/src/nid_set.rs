@@ -27,9 +27,24 @@ pub fn encode(nids: impl IntoIterator<Item = i64>) -> Vec<u8> {
     out
 }
 
+/// The most NIDs [`decode`] and [`union`] return (256 MiB as 8-byte NIDs): a stored auth chain
+/// holds at most a room's events, so only corrupt or hostile input comes near it, and it is
+/// refused before anything that size is allocated.
+pub const MAX_DECODED: usize = 1 << 25;
+
+/// How many NIDs an encoded set holds (each varint ends in a byte below 0x80), refused past
+/// [`MAX_DECODED`].
+fn checked_count(bytes: &[u8]) -> Result<usize> {
+    let n = bytes.iter().filter(|b| **b < 0x80).count();
+    if n > MAX_DECODED {
+        return Err(Error::too_large(format!("a NID set of {n} NIDs; at most {MAX_DECODED} are decoded")));
+    }
+    Ok(n)
+}
+
 /// Decodes what [`encode`] wrote: the NIDs in ascending order.
 pub fn decode(bytes: &[u8]) -> Result<Vec<i64>> {
-    let mut out = Vec::with_capacity(bytes.len());
+    let mut out = Vec::with_capacity(checked_count(bytes)?);
     for_each(bytes, |n| out.push(n))?;
     Ok(out)
 }
@@ -94,7 +109,11 @@ pub fn union(sets: &[&[u8]]) -> Result<Vec<i64>> {
         if beyond_span {
             // NIDs spread over more than the bitmap covers (a room whose events are far apart
             // in a huge database): sort and deduplicate instead.
-            let mut all: Vec<i64> = Vec::new();
+            let total = sets.iter().map(|s| checked_count(s)).sum::<Result<usize>>()?;
+            if total > MAX_DECODED {
+                return Err(Error::too_large(format!("a union of {total} NIDs; at most {MAX_DECODED} are decoded")));
+            }
+            let mut all: Vec<i64> = Vec::with_capacity(total);
             for set in sets {
                 for_each(set, |n| all.push(n))?;
             }
@@ -103,7 +122,11 @@ pub fn union(sets: &[&[u8]]) -> Result<Vec<i64>> {
             return Ok(all);
         }
     }
-    let mut out = Vec::new();
+    let distinct: usize = bits.iter().map(|w| w.count_ones() as usize).sum();
+    if distinct > MAX_DECODED {
+        return Err(Error::too_large(format!("a union of {distinct} NIDs; at most {MAX_DECODED} are decoded")));
+    }
+    let mut out = Vec::with_capacity(distinct);
     for (w, &word) in bits.iter().enumerate() {
         let mut rest = word;
         while rest != 0 {
@@ -167,5 +190,14 @@ mod tests {
     fn corrupt_input_is_an_error() {
         assert!(decode(&[0x80]).is_err());
         assert!(decode(&[0xff; 11]).is_err());
+    }
+
+    #[test]
+    fn refuses_sets_beyond_the_decode_limit() {
+        // One byte per NID (deltas of 1), one NID past the limit: refused before decoding.
+        let bytes = vec![1u8; MAX_DECODED + 1];
+        assert_eq!(decode(&bytes).unwrap_err().kind, crate::ErrorKind::TooLarge);
+        assert_eq!(union(&[&bytes]).unwrap_err().kind, crate::ErrorKind::TooLarge);
+        assert_eq!(decode(&vec![1u8; 1000]).unwrap().len(), 1000);
     }
 }

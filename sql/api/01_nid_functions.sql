@@ -13,7 +13,7 @@
 
 -- Under READ COMMITTED every row asked for is visible after the INSERT .. ON CONFLICT; fewer means
 -- a concurrent session's row is invisible to this snapshot (REPEATABLE READ or SERIALIZABLE).
-CREATE FUNCTION roomserver.raise_if_invisible(what text, wanted bigint, got bigint) RETURNS void
+CREATE OR REPLACE FUNCTION roomserver.raise_if_invisible(what text, wanted bigint, got bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -25,7 +25,7 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION roomserver.assign_event_type_nids(event_types text[])
+CREATE OR REPLACE FUNCTION roomserver.assign_event_type_nids(event_types text[])
 RETURNS TABLE (event_type text, event_type_nid bigint)
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
@@ -48,7 +48,7 @@ END
 $$;
 COMMENT ON FUNCTION roomserver.assign_event_type_nids(text[]) IS 'Returns the NID of each event type, assigning new NIDs to unseen types (concurrency-safe).';
 
-CREATE FUNCTION roomserver.assign_state_key_nids(room_nids bigint[], state_keys text[])
+CREATE OR REPLACE FUNCTION roomserver.assign_state_key_nids(room_nids bigint[], state_keys text[])
 RETURNS TABLE (room_nid bigint, state_key text, state_key_nid bigint)
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
@@ -83,7 +83,7 @@ $$;
 COMMENT ON FUNCTION roomserver.assign_state_key_nids(bigint[], text[]) IS 'Returns the NID of each (room, state key), assigning new NIDs to unseen ones (concurrency-safe). The empty state key is NID 1.';
 
 -- Creates the rooms that do not exist yet; returns every room's NID and version.
-CREATE FUNCTION roomserver.assign_room_nids(room_ids text[], room_versions text[])
+CREATE OR REPLACE FUNCTION roomserver.assign_room_nids(room_ids text[], room_versions text[])
 RETURNS TABLE (room_id text, room_nid bigint, room_version text)
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
@@ -110,23 +110,23 @@ END
 $$;
 
 -- Lookups in both directions, for DBAs and front ends. NULL when unknown.
-CREATE FUNCTION roomserver.room_nid(room_id text) RETURNS bigint
+CREATE OR REPLACE FUNCTION roomserver.room_nid(room_id text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT r.room_nid FROM roomserver.rooms r WHERE r.room_id = $1 $$;
 
-CREATE FUNCTION roomserver.room_id(room_nid bigint) RETURNS text
+CREATE OR REPLACE FUNCTION roomserver.room_id(room_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT r.room_id FROM roomserver.rooms r WHERE r.room_nid = $1 $$;
 
-CREATE FUNCTION roomserver.event_type_nid(event_type text) RETURNS bigint
+CREATE OR REPLACE FUNCTION roomserver.event_type_nid(event_type text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = $1 $$;
 
-CREATE FUNCTION roomserver.event_type(event_type_nid bigint) RETURNS text
+CREATE OR REPLACE FUNCTION roomserver.event_type(event_type_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT t.event_type FROM roomserver.event_types t WHERE t.event_type_nid = $1 $$;
 
-CREATE FUNCTION roomserver.state_key_nid(room_id text, state_key text) RETURNS bigint
+CREATE OR REPLACE FUNCTION roomserver.state_key_nid(room_id text, state_key text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT k.state_key_nid FROM roomserver.event_state_keys k
@@ -134,14 +134,14 @@ AS $$
     WHERE r.room_id = $1 AND k.state_key = $2
 $$;
 
-CREATE FUNCTION roomserver.state_key(room_nid bigint, state_key_nid bigint) RETURNS text
+CREATE OR REPLACE FUNCTION roomserver.state_key(room_nid bigint, state_key_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT k.state_key FROM roomserver.event_state_keys k WHERE k.room_nid = $1 AND k.state_key_nid = $2 $$;
 
-CREATE FUNCTION roomserver.event_nid(event_id text) RETURNS bigint
+CREATE OR REPLACE FUNCTION roomserver.event_nid(event_id text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT e.event_nid FROM roomserver.stored_events e WHERE e.event_id = $1 ORDER BY e.room_nid LIMIT 1 $$;
 
-CREATE FUNCTION roomserver.event_id(room_nid bigint, event_nid bigint) RETURNS text
+CREATE OR REPLACE FUNCTION roomserver.event_id(room_nid bigint, event_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT e.event_id FROM roomserver.stored_events e WHERE e.room_nid = $1 AND e.event_nid = $2 $$;

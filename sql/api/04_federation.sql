@@ -3,12 +3,9 @@
 -- (src/federation_functions.rs over core/src/traversal.rs); these functions shape their result.
 -- All of them only read.
 
--- The gaps of a room (events whose prev events are not stored) without scanning the room.
-CREATE INDEX event_edges_pending_prev ON roomserver.event_edges (room_nid, event_nid) WHERE target_nid IS NULL AND kind = 'p';
-
 -- This server's name (setting roomserver.server_name), for the origin of transactions; ERROR
 -- 55000 when it is not set.
-CREATE FUNCTION roomserver.origin() RETURNS text
+CREATE OR REPLACE FUNCTION roomserver.origin() RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -28,7 +25,7 @@ $$;
 -- the content of m.room.history_visibility in the state after it and, only where that says
 -- invited or joined, the memberships there of the users of server_name (after the first ':'
 -- of the user ID). Each distinct state is looked up once.
-CREATE FUNCTION roomserver.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
+CREATE OR REPLACE FUNCTION roomserver.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
 RETURNS TABLE (ord bigint, outlier boolean, history_visibility jsonb, memberships text[])
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
@@ -68,7 +65,7 @@ $$;
 -- The same JSON as roomserver.event_pdu, built for the whole batch in one set-based query:
 -- calling event_pdu per event cost about 0.3 ms each (three SQL function calls), which was most
 -- of a 100-event backfill.
-CREATE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     WITH u AS (
@@ -112,14 +109,14 @@ AS $$
 $$;
 
 -- The same, every event visible (the state and auth chain bodies, which are not filtered).
-CREATE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT roomserver.federation_pdus(room_nid, event_nids, array_fill(true, ARRAY[cardinality(event_nids)]))
 $$;
 
 -- A transaction-shaped body: {"origin", "origin_server_ts" (the time of the call), "pdus"}.
-CREATE FUNCTION roomserver.transaction_body(pdus jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.transaction_body(pdus jsonb) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT jsonb_build_object('origin', roomserver.origin(),
@@ -128,7 +125,7 @@ AS $$
 $$;
 
 -- GET /_matrix/federation/v1/backfill/{roomId}?v=...&limit=...
-CREATE FUNCTION roomserver.backfill(room_id text, v text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.backfill(room_id text, v text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT roomserver.transaction_body(roomserver.federation_pdus(w.room_nid, w.event_nids, w.visible))
@@ -138,7 +135,7 @@ COMMENT ON FUNCTION roomserver.backfill(text, text[], integer, text) IS
     'Body of GET /_matrix/federation/v1/backfill: the v events and their ancestors, newest first, at most limit (clamped to 1000).';
 
 -- GET /_matrix/federation/v1/forwards_fill/{roomId}?from_event_id=...&limit=... (MSC4000)
-CREATE FUNCTION roomserver.forwards_fill(room_id text, from_event_id text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.forwards_fill(room_id text, from_event_id text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT roomserver.transaction_body(roomserver.federation_pdus(w.room_nid, w.event_nids, w.visible))
@@ -148,7 +145,7 @@ COMMENT ON FUNCTION roomserver.forwards_fill(text, text[], integer, text) IS
     'Body of MSC4000 GET /_matrix/federation/v1/forwards_fill: the given events and their successors, oldest first, at most limit (clamped to 1000).';
 
 -- POST /_matrix/federation/v1/get_missing_events/{roomId}
-CREATE FUNCTION roomserver.get_missing_events(room_id text, earliest_events text[], latest_events text[],
+CREATE OR REPLACE FUNCTION roomserver.get_missing_events(room_id text, earliest_events text[], latest_events text[],
                                               "limit" integer DEFAULT 10, min_depth bigint DEFAULT 0,
                                               requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
@@ -161,7 +158,7 @@ COMMENT ON FUNCTION roomserver.get_missing_events(text, text[], text[], integer,
 
 -- GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}: the event's whole auth chain (its
 -- auth events and theirs, transitively), in NID order (auth events are always stored first).
-CREATE FUNCTION roomserver.event_auth(room_id text, event_id text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.event_auth(room_id text, event_id text) RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -181,7 +178,7 @@ $$;
 
 -- GET /_matrix/federation/v1/event/{eventId}: a transaction with the one PDU; redacted when
 -- requesting_server may not see it.
-CREATE FUNCTION roomserver.event(event_id text, requesting_server text DEFAULT NULL) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.event(event_id text, requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -203,7 +200,7 @@ $$;
 -- The prev and auth events an incoming PDU references that this server lacks (Dendrite's
 -- QueryMissingAuthPrevEvents): prev events not stored with state (unknown, or outliers: ingest
 -- needs their state) and auth events not stored at all; each list in PDU order, no repeats.
-CREATE FUNCTION roomserver.missing_events(pdu jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.missing_events(pdu jsonb) RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -257,7 +254,7 @@ $$;
 -- The backward extremities of a room (MSC3871 gappy timelines): the stored events with prev
 -- events that are not stored, and those missing prev events: what /backfill or
 -- /get_missing_events must fetch. Read through the partial index of pending edges.
-CREATE FUNCTION roomserver.backward_extremities(room_id text)
+CREATE OR REPLACE FUNCTION roomserver.backward_extremities(room_id text)
 RETURNS TABLE (event_id text, depth bigint, outlier boolean, missing_prev_events text[])
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$

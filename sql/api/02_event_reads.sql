@@ -1,7 +1,7 @@
 -- Reading events back as PDUs, and the DBA views over events and references.
 
 -- The prev_events ('p') or auth_events ('a') list of an event, as it was in the PDU.
-CREATE FUNCTION roomserver.event_refs(room_nid bigint, event_nid bigint, kind "char") RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.event_refs(room_nid bigint, event_nid bigint, kind "char") RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT COALESCE(jsonb_agg(
@@ -15,7 +15,7 @@ $$;
 
 -- The stored PDU, rebuilt: equal to the ingested PDU under canonical JSON (or to its redacted
 -- form when its content hash did not match).
-CREATE FUNCTION roomserver.event_pdu(room_nid bigint, event_nid bigint) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.event_pdu(room_nid bigint, event_nid bigint) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT e.pdu_rest
@@ -39,7 +39,7 @@ AS $$
 $$;
 
 -- The PDU of an event by its ID; ERROR P0002 (404 M_NOT_FOUND) when unknown.
-CREATE FUNCTION roomserver.pdu(event_id text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.pdu(event_id text) RETURNS jsonb
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -56,7 +56,7 @@ BEGIN
 END
 $$;
 
-CREATE VIEW roomserver.events AS
+CREATE OR REPLACE VIEW roomserver.events AS
 SELECT r.room_id,
        e.event_id,
        t.event_type AS type,
@@ -79,7 +79,7 @@ JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_ni
 LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid;
 COMMENT ON VIEW roomserver.events IS 'Every stored event with readable strings instead of NIDs.';
 
-CREATE VIEW roomserver.event_references AS
+CREATE OR REPLACE VIEW roomserver.event_references AS
 SELECT r.room_id,
        e.event_id,
        CASE ed.kind WHEN 'p' THEN 'prev' ELSE 'auth' END AS kind,
@@ -94,7 +94,7 @@ COMMENT ON VIEW roomserver.event_references IS 'prev_events and auth_events of e
 
 -- The references the hot tables do not declare as foreign keys, checked on demand: one row per
 -- broken reference (none on a healthy database).
-CREATE FUNCTION roomserver.check_integrity()
+CREATE OR REPLACE FUNCTION roomserver.check_integrity()
 RETURNS TABLE (problem text, room_nid bigint, event_nid bigint, detail text)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
@@ -129,5 +129,31 @@ AS $$
     FROM roomserver.event_edges ed
     WHERE ed.target_nid IS NULL
       AND EXISTS (SELECT 1 FROM roomserver.stored_events e WHERE e.room_nid = ed.room_nid AND e.event_id = ed.target_event_id)
+    UNION ALL
+    -- The state tables: every snapshot an event or a room names, every block a snapshot lists,
+    -- every extremity's event.
+    SELECT 'state_before of an unknown snapshot', e.room_nid, e.event_nid, e.state_before::text
+    FROM roomserver.stored_events e
+    WHERE e.state_before IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM roomserver.state_snapshots s WHERE s.room_nid = e.room_nid AND s.snapshot_nid = e.state_before)
+    UNION ALL
+    SELECT 'state_after of an unknown snapshot', e.room_nid, e.event_nid, e.state_after::text
+    FROM roomserver.stored_events e
+    WHERE e.state_after IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM roomserver.state_snapshots s WHERE s.room_nid = e.room_nid AND s.snapshot_nid = e.state_after)
+    UNION ALL
+    SELECT 'current state of an unknown snapshot', r.room_nid, NULL::bigint, r.current_state::text
+    FROM roomserver.rooms r
+    WHERE r.current_state IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM roomserver.state_snapshots s WHERE s.room_nid = r.room_nid AND s.snapshot_nid = r.current_state)
+    UNION ALL
+    SELECT 'snapshot of an unknown block', s.room_nid, NULL::bigint, s.snapshot_nid || ': block ' || b.nid
+    FROM roomserver.state_snapshots s
+    CROSS JOIN LATERAL pg_catalog.unnest(s.block_nids) AS b(nid)
+    WHERE NOT EXISTS (SELECT 1 FROM roomserver.state_blocks x WHERE x.room_nid = s.room_nid AND x.block_nid = b.nid)
+    UNION ALL
+    SELECT 'extremity of an unknown event', x.room_nid, x.event_nid, NULL::text
+    FROM roomserver.extremities x
+    WHERE NOT EXISTS (SELECT 1 FROM roomserver.stored_events e WHERE e.room_nid = x.room_nid AND e.event_nid = x.event_nid)
 $$;
-COMMENT ON FUNCTION roomserver.check_integrity() IS 'Lists broken references in the event tables (which declare no foreign keys, for ingest speed); empty when healthy.';
+COMMENT ON FUNCTION roomserver.check_integrity() IS 'Lists broken references in the event and state tables (which declare no foreign keys, for ingest speed); empty when healthy.';

@@ -73,3 +73,12 @@ CREATE TABLE roomserver.event_state_keys (
 CREATE SEQUENCE roomserver.state_key_nid_seq AS bigint START 65536 OWNED BY roomserver.event_state_keys.state_key_nid;
 ALTER TABLE roomserver.event_state_keys ALTER COLUMN state_key_nid SET DEFAULT nextval('roomserver.state_key_nid_seq');
 COMMENT ON TABLE roomserver.event_state_keys IS 'State keys (and senders) of a room and their NIDs; the empty state key is NID 1 in every room.';
+
+-- pg_dump writes the rows of extension tables only for tables registered here. The preassigned
+-- event types are created by CREATE EXTENSION itself, so only the assigned ones are dumped.
+SELECT pg_catalog.pg_extension_config_dump('roomserver.rooms', '');
+SELECT pg_catalog.pg_extension_config_dump('roomserver.room_nid_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('roomserver.event_types', 'WHERE event_type_nid >= 65536');
+SELECT pg_catalog.pg_extension_config_dump('roomserver.event_type_nid_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('roomserver.event_state_keys', '');
+SELECT pg_catalog.pg_extension_config_dump('roomserver.state_key_nid_seq', '');

@@ -70,3 +70,10 @@ CREATE INDEX event_edges_target ON roomserver.event_edges (room_nid, target_nid,
 -- References still waiting for their event.
 CREATE INDEX event_edges_pending ON roomserver.event_edges (target_event_id, room_nid) WHERE target_nid IS NULL;
 COMMENT ON TABLE roomserver.event_edges IS 'prev_events (kind p) and auth_events (kind a) references; target_event_id is set only while the referenced event is not yet known.';
+-- The gaps of a room (events whose prev events are not stored) without scanning the room.
+CREATE INDEX event_edges_pending_prev ON roomserver.event_edges (room_nid, event_nid) WHERE target_nid IS NULL AND kind = 'p';
+
+-- Dumped by pg_dump (see sql/schema/01_nids.sql).
+SELECT pg_catalog.pg_extension_config_dump('roomserver.stored_events', '');
+SELECT pg_catalog.pg_extension_config_dump('roomserver.event_nid_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('roomserver.event_edges', '');

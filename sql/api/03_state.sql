@@ -1,69 +1,9 @@
--- The state of a room at every event (seed 004: state blocks and state snapshots).
---
--- A state is a map (type NID, state key NID) -> event NID. A snapshot stores it as a list of at
--- most 64 blocks, oldest first; a later block overrides an earlier one for the same key, and an
--- entry with event NID 0 removes a key. A state change appends one block holding just the change
--- and folds the tail blocks together while the newest is at least half the size of the one
--- before it (a binary counter: core/src/state_blocks.rs). So a change costs storage in
--- proportion to what changed, a state of n entries has about log2(n) blocks, blocks are shared
--- by every snapshot that descends from the one that made them, and identical blocks are stored
--- once (block_hash). The same state always gets the same snapshot (state_hash does not depend
--- on the layout).
---
--- A block's entries are one packed value (core/src/state_blocks.rs: sorted, varint deltas, about
--- 7 bytes an entry), not one row each: writing a block is one row, reading a full state reads at
--- most 64 values, and a backend keeps the blocks it has read (src/block_cache.rs), so lookups in
--- a state it has seen are binary searches in memory.
-
-CREATE SEQUENCE roomserver.state_block_nid_seq AS bigint START 1;
-CREATE SEQUENCE roomserver.state_snapshot_nid_seq AS bigint START 1;
-
-CREATE TABLE roomserver.state_blocks (
-    room_nid      bigint  NOT NULL,
-    block_nid     bigint  NOT NULL DEFAULT nextval('roomserver.state_block_nid_seq'),
-    -- sha256 of the sorted entries: equal blocks are stored once.
-    block_hash    bytea   NOT NULL,
-    entry_count   integer NOT NULL,
-    -- The newest event in the block: state resolution skips blocks older than what it seeks.
-    max_event_nid bigint  NOT NULL,
-    -- The entries (type NID, state key NID, event NID; event NID 0 removes the key), packed by
-    -- roomserver_core::state_blocks::encode_entries. roomserver.block_entries() lists them.
-    entries       bytea   NOT NULL,
-    PRIMARY KEY (room_nid, block_nid),
-    CONSTRAINT state_blocks_block_hash_room_key UNIQUE (block_hash, room_nid)
-);
--- Already compact: stored out of line without pglz, which would cost time and save little.
-ALTER TABLE roomserver.state_blocks ALTER COLUMN entries SET STORAGE EXTERNAL;
-ALTER SEQUENCE roomserver.state_block_nid_seq OWNED BY roomserver.state_blocks.block_nid;
-COMMENT ON TABLE roomserver.state_blocks IS 'State blocks: sets of (type, state key) -> event entries shared by snapshots, packed in entries; roomserver.block_entries(room_nid, block_nid) lists them.';
-
-CREATE TABLE roomserver.state_snapshots (
-    room_nid     bigint    NOT NULL,
-    snapshot_nid bigint    NOT NULL DEFAULT nextval('roomserver.state_snapshot_nid_seq'),
-    -- Sum of the sha256 of the live entries: the same state, the same hash, whatever the layout.
-    state_hash   bytea     NOT NULL,
-    block_nids   bigint[]  NOT NULL,   -- oldest first, at most 64
-    block_sizes  integer[] NOT NULL,
-    -- How many entries the state has: its size without reading it.
-    state_size   integer   NOT NULL,
-    PRIMARY KEY (room_nid, snapshot_nid),
-    CONSTRAINT state_snapshots_state_hash_room_key UNIQUE (state_hash, room_nid),
-    CONSTRAINT state_snapshots_at_most_64_blocks CHECK (cardinality(block_nids) <= 64 AND cardinality(block_nids) = cardinality(block_sizes))
-);
-ALTER SEQUENCE roomserver.state_snapshot_nid_seq OWNED BY roomserver.state_snapshots.snapshot_nid;
-COMMENT ON TABLE roomserver.state_snapshots IS 'Room states as lists of at most 64 state blocks; stored_events.state_before/state_after point here.';
-
--- The events of a room with no successors yet: what a new local event would reference.
-CREATE TABLE roomserver.extremities (
-    room_nid  bigint NOT NULL,
-    event_nid bigint NOT NULL,
-    PRIMARY KEY (room_nid, event_nid)
-);
-COMMENT ON TABLE roomserver.extremities IS 'Accepted, not soft-failed events with no accepted successor: the leaves of the room DAG.';
+-- Room state: storing snapshots, reading the state at an event, the /state_ids and /state
+-- bodies, the current state. The tables are in sql/schema/03_state.sql.
 
 -- Stores a snapshot unless one with the same state exists; returns its NID. The new block
 -- (packed entries, sorted by key) is stored unless an equal block exists.
-CREATE FUNCTION roomserver.store_snapshot(room_nid bigint, state_hash bytea, kept_blocks bigint[], kept_sizes integer[],
+CREATE OR REPLACE FUNCTION roomserver.store_snapshot(room_nid bigint, state_hash bytea, kept_blocks bigint[], kept_sizes integer[],
                                           block_hash bytea, entries bytea, entry_count integer, max_event_nid bigint,
                                           state_size integer)
 RETURNS bigint
@@ -104,7 +44,7 @@ $$;
 -- is in Rust too: the k-way merge of its blocks.
 
 -- The event of a room by its ID, or ERROR P0002 (404 M_NOT_FOUND).
-CREATE FUNCTION roomserver.find_event(room_id text, event_id text, OUT room_nid bigint, OUT event_nid bigint,
+CREATE OR REPLACE FUNCTION roomserver.find_event(room_id text, event_id text, OUT room_nid bigint, OUT event_nid bigint,
                                       OUT state_before bigint, OUT state_after bigint, OUT outlier boolean)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -124,7 +64,7 @@ $$;
 
 -- The event by ID alone (event IDs are unique across rooms from room version 3 on; for older
 -- rooms the first room that has it), or ERROR P0002.
-CREATE FUNCTION roomserver.find_event(event_id text, OUT room_nid bigint, OUT event_nid bigint,
+CREATE OR REPLACE FUNCTION roomserver.find_event(event_id text, OUT room_nid bigint, OUT event_nid bigint,
                                       OUT state_before bigint, OUT state_after bigint, OUT outlier boolean)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -142,7 +82,7 @@ $$;
 -- The state before (or after) an event: all of it, only some types, or only some
 -- (type, state_key) pairs (a two-column array: ARRAY[['m.room.member', '@a:x'], ...]).
 -- (PL/pgSQL cannot name an input and an output column alike: the body is state_at_nids.)
-CREATE FUNCTION roomserver.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
+CREATE OR REPLACE FUNCTION roomserver.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
 RETURNS TABLE (event_type text, state_key text, state_event_id text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -185,7 +125,7 @@ BEGIN
     END IF;
 END
 $$;
-CREATE FUNCTION roomserver.state_at_event(event_id text, after boolean DEFAULT false, types text[] DEFAULT NULL, pairs text[] DEFAULT NULL)
+CREATE OR REPLACE FUNCTION roomserver.state_at_event(event_id text, after boolean DEFAULT false, types text[] DEFAULT NULL, pairs text[] DEFAULT NULL)
 RETURNS TABLE (type text, state_key text, event_id text)
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$ SELECT * FROM roomserver.state_at_nids($1, $2, $3, $4) $$;
@@ -193,7 +133,7 @@ COMMENT ON FUNCTION roomserver.state_at_event(text, boolean, text[], text[]) IS 
 
 -- The auth chain of events as event NIDs: their auth events and the stored chains of those
 -- (every auth event is a state event, which keeps its chain in stored_events.auth_chain).
-CREATE FUNCTION roomserver.auth_chain_nids(room_nid bigint, event_nids bigint[])
+CREATE OR REPLACE FUNCTION roomserver.auth_chain_nids(room_nid bigint, event_nids bigint[])
 RETURNS TABLE (event_nid bigint)
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
@@ -206,7 +146,7 @@ $$;
 
 -- The auth chain of a whole state: the stored chains of its events (not the events themselves,
 -- unless one is in another's chain), as the state_ids and state responses list it.
-CREATE FUNCTION roomserver.state_auth_chain(room_nid bigint, snapshot_nid bigint)
+CREATE OR REPLACE FUNCTION roomserver.state_auth_chain(room_nid bigint, snapshot_nid bigint)
 RETURNS TABLE (event_nid bigint)
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
@@ -219,7 +159,7 @@ $$;
 
 -- The event whose state a federation response serves: ERROR 22004 on NULLs, P0002 when the room
 -- or the event (in that room) is unknown or the event is an outlier (its state is not known).
-CREATE FUNCTION roomserver.event_with_state(room_id text, event_id text, OUT room_nid bigint, OUT state_before bigint)
+CREATE OR REPLACE FUNCTION roomserver.event_with_state(room_id text, event_id text, OUT room_nid bigint, OUT state_before bigint)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -240,7 +180,7 @@ $$;
 
 -- The federation body of GET /_matrix/federation/v1/state_ids/{room_id}?event_id=...: the state
 -- before the event and the auth chain of that state.
-CREATE FUNCTION roomserver.state_ids(room_id text, event_id text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.state_ids(room_id text, event_id text) RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -262,7 +202,7 @@ $$;
 
 -- The federation body of GET /_matrix/federation/v1/state/{room_id}?event_id=...: the same as
 -- state_ids with the PDUs themselves, in the room version's federation format.
-CREATE FUNCTION roomserver.state(room_id text, event_id text) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver.state(room_id text, event_id text) RETURNS jsonb
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -283,7 +223,7 @@ END
 $$;
 
 -- The room of a room ID, or ERROR P0002 (404 M_NOT_FOUND).
-CREATE FUNCTION roomserver.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
+CREATE OR REPLACE FUNCTION roomserver.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -297,7 +237,7 @@ END
 $$;
 
 -- The forward extremities of a room: the event IDs a new event would reference as prev_events.
-CREATE FUNCTION roomserver.forward_extremities(room_id text) RETURNS SETOF text
+CREATE OR REPLACE FUNCTION roomserver.forward_extremities(room_id text) RETURNS SETOF text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT e.event_id
@@ -309,7 +249,7 @@ $$;
 
 -- The membership of a user in the state before (or after) an event: join, invite, leave, ban,
 -- knock, or NULL when the user has no member event there.
-CREATE FUNCTION roomserver.membership_at_event(event_id text, user_id text, after boolean DEFAULT false) RETURNS text
+CREATE OR REPLACE FUNCTION roomserver.membership_at_event(event_id text, user_id text, after boolean DEFAULT false) RETURNS text
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT roomserver.event_pdu(x.room_nid, x.event_nid) -> 'content' ->> 'membership'
@@ -319,7 +259,7 @@ AS $$
 $$;
 
 -- The current state of every room, readable.
-CREATE VIEW roomserver.current_state AS
+CREATE OR REPLACE VIEW roomserver.current_state AS
 SELECT r.room_id,
        t.event_type AS type,
        k.state_key,
@@ -336,7 +276,7 @@ WHERE r.current_state IS NOT NULL;
 COMMENT ON VIEW roomserver.current_state IS 'The current state of every room: the resolved state after its forward extremities.';
 
 -- Members of every room in its current state.
-CREATE VIEW roomserver.room_members AS
+CREATE OR REPLACE VIEW roomserver.room_members AS
 SELECT c.room_id, c.state_key AS user_id, c.content ->> 'membership' AS membership
 FROM roomserver.current_state c
 WHERE c.type = 'm.room.member';
