@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Upgrade tier: data written under 0.1.0 stays readable after ALTER EXTENSION pg_roomserver UPDATE.
+# Installs 0.1.0 (the frozen script sql/pg_roomserver--0.1.0.sql), loads a generated forked room
+# and the sample room, updates, and compares with a fresh install of the current version that
+# loaded the same rooms: the schema (every member object, its definition, settings and
+# privileges: tests/tiers/schema_fingerprint.sql), every table row for row, and what the read
+# functions return at every event. Needs PGHOST/PGPORT/PGUSER of a cluster with the extension
+# installed (scripts/test.sh runs it against the pg_regress cluster).
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+WORK="$(mktemp -d /tmp/pg_roomserver-upgrade.XXXXXX)"
+trap 'rm -rf "$WORK"' EXIT
+cd "$REPO"
+
+"$REPO/scripts/upgrade-script.sh" --check 0.1.0 0.2.0
+
+[ -x target/debug/roomgen ] || cargo build -q -p roomgen
+target/debug/roomgen --seed 7 --version 11 --members 60 --servers 6 --events 2000 --fork-every 40 \
+    --fork-width 3 --fork-depth 4 --churn 0.2 --quiet --out "$WORK/room.jsonl"
+
+PSQL=(psql -X -q -v ON_ERROR_STOP=1)
+cat "$WORK/room.jsonl" roomgen/sample/room-v12.jsonl > "$WORK/all.jsonl"
+# load DB FIRST LAST: lines FIRST..LAST of the rooms, in batches of 500.
+load() {
+    "${PSQL[@]}" -d "$1" <<SQL
+CREATE TEMP TABLE staging (n bigserial, pdu jsonb);
+\copy staging (pdu) FROM '$WORK/all.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')
+DELETE FROM staging WHERE n NOT BETWEEN $2 AND $3;
+SELECT count(*) FROM staging s, LATERAL roomserver.ingest_events(
+    (SELECT jsonb_agg(pdu ORDER BY n) FROM staging x WHERE (x.n - 1) / 500 = (s.n - 1) / 500)) WHERE (s.n - 1) % 500 = 0 \gset
+SQL
+}
+# What a user reads: every table (same input, same NIDs), and at every event with state its
+# state, /state_ids body, backfill and forwards fill from it; the current state; the integrity check.
+fingerprint() {
+    "${PSQL[@]}" -d "$1" -A -t <<'SQL'
+SET roomserver.server_name = 'upgrade.test';
+SELECT 'problems ' || count(*) FROM roomserver.check_integrity();
+SELECT 'rooms ' || md5(string_agg(r::text, ',' ORDER BY room_nid)) FROM roomserver.rooms r;
+SELECT 'event_types ' || md5(string_agg(t::text, ',' ORDER BY event_type_nid)) FROM roomserver.event_types t;
+SELECT 'state_keys ' || md5(string_agg(k::text, ',' ORDER BY room_nid, state_key_nid)) FROM roomserver.event_state_keys k;
+SELECT 'events ' || count(*) || ' ' || md5(string_agg(e::text, ',' ORDER BY room_nid, event_nid)) FROM roomserver.stored_events e;
+SELECT 'edges ' || md5(string_agg(e::text, ',' ORDER BY room_nid, event_nid, kind, position)) FROM roomserver.event_edges e;
+SELECT 'blocks ' || md5(string_agg(b::text, ',' ORDER BY room_nid, block_nid)) FROM roomserver.state_blocks b;
+SELECT 'snapshots ' || md5(string_agg(s::text, ',' ORDER BY room_nid, snapshot_nid)) FROM roomserver.state_snapshots s;
+SELECT 'extremities ' || md5(string_agg(x::text, ',' ORDER BY room_nid, event_nid)) FROM roomserver.extremities x;
+SELECT 'current_state ' || md5(string_agg(c::text, ',' ORDER BY room_id, type, state_key)) FROM roomserver.current_state c;
+SELECT 'state ' || e.event_id || ' '
+       || md5((SELECT string_agg(s.type || '|' || s.state_key || '|' || s.event_id, ',' ORDER BY s.type, s.state_key)
+               FROM roomserver.state_at_event(e.event_id, after => true) s)) || ' '
+       || md5(roomserver.state_ids(e.room_id, e.event_id)::text) || ' '
+       || md5((roomserver.backfill(e.room_id, ARRAY[e.event_id], 20) - 'origin_server_ts')::text) || ' '
+       || md5((roomserver.forwards_fill(e.room_id, ARRAY[e.event_id], 20) - 'origin_server_ts')::text)
+FROM roomserver.events e WHERE NOT e.outlier ORDER BY e.room_id, e.event_id;
+SQL
+}
+
+for db in upgraded fresh; do
+    PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS pg_roomserver_$db" -c "CREATE DATABASE pg_roomserver_$db"
+done
+# 1,500 events written under 0.1.0, the rest of the room (and the sample room) after the update.
+"${PSQL[@]}" -d pg_roomserver_upgraded -c "CREATE EXTENSION pg_roomserver VERSION '0.1.0'"
+load pg_roomserver_upgraded 1 1500
+"${PSQL[@]}" -d pg_roomserver_upgraded -c "ALTER EXTENSION pg_roomserver UPDATE"
+load pg_roomserver_upgraded 1501 1000000
+"${PSQL[@]}" -d pg_roomserver_fresh -c "CREATE EXTENSION pg_roomserver"
+load pg_roomserver_fresh 1 1500
+load pg_roomserver_fresh 1501 1000000
+
+status=0
+for db in upgraded fresh; do
+    "${PSQL[@]}" -d "pg_roomserver_$db" -A -t -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_roomserver'" > "$WORK/$db.version"
+    "${PSQL[@]}" -d "pg_roomserver_$db" -f tests/tiers/schema_fingerprint.sql > "$WORK/$db.schema"
+    fingerprint "pg_roomserver_$db" > "$WORK/$db.data"
+done
+diff -u "$WORK/fresh.version" "$WORK/upgraded.version" || { echo "upgrade: version differs" >&2; status=1; }
+diff -u "$WORK/fresh.schema" "$WORK/upgraded.schema" || { echo "upgrade: the upgraded schema differs from a fresh install" >&2; status=1; }
+diff -u "$WORK/fresh.data" "$WORK/upgraded.data" || { echo "upgrade: the upgraded data reads differently" >&2; status=1; }
+grep -qx 'problems 0' "$WORK/upgraded.data" || { echo "upgrade: check_integrity() is not empty" >&2; status=1; }
+events=$(grep -c '^state ' "$WORK/upgraded.data")
+[ "$events" -gt 1000 ] || { echo "upgrade: only $events events compared" >&2; status=1; }
+for db in upgraded fresh; do
+    PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d postgres -c "DROP DATABASE pg_roomserver_$db"
+done
+[ "$status" -eq 0 ] && echo "upgrade: PASS (0.1.0 -> $(cat "$WORK/upgraded.version"); schema equal to a fresh install; $events events read the same)"
+exit "$status"
