@@ -212,8 +212,8 @@ fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context:
     let (in_recovery, read_only, snapshot_per_xact) =
         unsafe { (pg_sys::RecoveryInProgress(), pg_sys::XactReadOnly, pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32) };
     if in_recovery || read_only {
-        let why = if in_recovery { "a hot standby" } else { "a read-only transaction" };
-        ErrorReport::new(PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION, format!("{context}: cannot ingest on {why}"), "pg_roomserver")
+        let why = if in_recovery { "on a hot standby" } else { "in a read-only transaction" };
+        ErrorReport::new(PgSqlErrorCode::ERRCODE_READ_ONLY_SQL_TRANSACTION, format!("{context}: cannot ingest {why}"), "pg_roomserver")
             .set_hint("ingest on the primary; read functions work on a standby")
             .report(PgLogLevel::ERROR);
     }

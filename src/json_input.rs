@@ -1,7 +1,7 @@
 //! `jsonb` arguments as `serde_json::Value`, with errors a caller can act on.
 //!
 //! pgrx's own `JsonB` argument panics when the value does not convert (nesting deeper than
-//! serde_json's limit of 128, a number outside f64's range), which the caller sees as XX000.
+//! serde_json's limit of 127 levels, a number outside f64's range), which the caller sees as XX000.
 //! Every function of ours that takes `jsonb` takes a [`JsonInput`] instead, so those inputs are
 //! `54000` (program_limit_exceeded) and `22003` (numeric_value_out_of_range) like any other bad
 //! input, raised before the function body runs and so before anything is written.
@@ -54,7 +54,7 @@ impl FromDatum for JsonInput {
 fn conversion_error(e: &serde_json::Error) -> (PgSqlErrorCode, String) {
     let text = e.to_string();
     if text.starts_with("recursion limit exceeded") {
-        (PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "JSON nested more than 128 levels deep".into())
+        (PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, "JSON nested 128 or more levels deep; at most 127 levels are accepted".into())
     } else if text.starts_with("number out of range") {
         (PgSqlErrorCode::ERRCODE_NUMERIC_VALUE_OUT_OF_RANGE, "JSON number outside the range of a double".into())
     } else {
