@@ -1,6 +1,9 @@
 -- The backend's cache of snapshots, blocks, auth chains and resolutions never answers with what
 -- the tables no longer say, whatever the same backend did: ROLLBACK, ROLLBACK TO SAVEPOINT,
--- TRUNCATE ... RESTART IDENTITY (NIDs reused), DROP / CREATE EXTENSION.
+-- TRUNCATE ... RESTART IDENTITY (NIDs reused), DROP / CREATE EXTENSION. In a database of its own.
+CREATE DATABASE pg_roomserver_cache;
+\c pg_roomserver_cache
+CREATE EXTENSION pg_roomserver;
 CREATE TEMP TABLE room (n serial, pdu jsonb);
 \copy room (pdu) FROM 'tests/fixtures/room5k_first60.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')
 CREATE TEMP TABLE sample (n serial, pdu jsonb);
@@ -45,3 +48,5 @@ SELECT (SELECT string_agg(digest, ',' ORDER BY room_id) FROM pg_temp.states()) =
 \c
 -- A new backend agrees with what the old one read.
 SELECT c.room_id LIKE '!%' AS sample_room, count(*) AS entries FROM roomserver.current_state c GROUP BY c.room_id;
+\c pg_roomserver_regress
+DROP DATABASE pg_roomserver_cache;
