@@ -1,7 +1,7 @@
 -- Benchmark: backfill, get_missing_events and forwards_fill with limit 100 from random points of
 -- one loaded room, side by side in the same run with the same walk written as a naive
 -- WITH RECURSIVE over prev_events (the whole ancestry, or descendancy, then sort and cut), both
--- building the PDUs with the same roomserver.federation_pdus.
+-- building the PDUs with the same roomserver_internal.federation_pdus.
 -- Run by scripts/bench-federation.sh. psql variables: :size, :samples, :naive_samples.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
@@ -28,7 +28,7 @@ CREATE FUNCTION pg_temp.naive_backfill(room_id text, v text[], lim int) RETURNS 
       UNION
         SELECT ed.target_nid FROM anc, r, roomserver.event_edges ed
         WHERE ed.room_nid = r.room_nid AND ed.event_nid = anc.nid AND ed.kind = 'p' AND ed.target_nid IS NOT NULL)
-    SELECT roomserver.transaction_body(roomserver.federation_pdus(min(t.room_nid), COALESCE(array_agg(t.event_nid ORDER BY t.depth DESC, t.event_id COLLATE "C" DESC), '{}'), array_fill(true, ARRAY[count(*)::int])))
+    SELECT roomserver_internal.transaction_body(roomserver_internal.federation_pdus(min(t.room_nid), COALESCE(array_agg(t.event_nid ORDER BY t.depth DESC, t.event_id COLLATE "C" DESC), '{}'), array_fill(true, ARRAY[count(*)::int])))
     FROM (SELECT e.room_nid, e.event_nid, e.depth, e.event_id
           FROM anc, r, roomserver.stored_events e WHERE e.room_nid = r.room_nid AND e.event_nid = anc.nid
           ORDER BY e.depth DESC, e.event_id COLLATE "C" DESC LIMIT $3) t
@@ -40,7 +40,7 @@ CREATE FUNCTION pg_temp.naive_forwards_fill(room_id text, v text[], lim int) RET
       UNION
         SELECT ed.event_nid FROM des, r, roomserver.event_edges ed
         WHERE ed.room_nid = r.room_nid AND ed.target_nid = des.nid AND ed.kind = 'p')
-    SELECT roomserver.transaction_body(roomserver.federation_pdus(min(t.room_nid), COALESCE(array_agg(t.event_nid ORDER BY t.depth, t.event_id COLLATE "C"), '{}'), array_fill(true, ARRAY[count(*)::int])))
+    SELECT roomserver_internal.transaction_body(roomserver_internal.federation_pdus(min(t.room_nid), COALESCE(array_agg(t.event_nid ORDER BY t.depth, t.event_id COLLATE "C"), '{}'), array_fill(true, ARRAY[count(*)::int])))
     FROM (SELECT e.room_nid, e.event_nid, e.depth, e.event_id
           FROM des, r, roomserver.stored_events e WHERE e.room_nid = r.room_nid AND e.event_nid = des.nid
           ORDER BY e.depth, e.event_id COLLATE "C" LIMIT $3) t
@@ -55,7 +55,7 @@ CREATE FUNCTION pg_temp.naive_get_missing_events(room_id text, latest text[], li
       UNION
         SELECT ed.target_nid FROM anc, r, roomserver.event_edges ed
         WHERE ed.room_nid = r.room_nid AND ed.event_nid = anc.nid AND ed.kind = 'p' AND ed.target_nid IS NOT NULL)
-    SELECT jsonb_build_object('events', roomserver.federation_pdus(min(t.room_nid), COALESCE(array_agg(t.event_nid ORDER BY t.depth, t.event_id COLLATE "C"), '{}'), array_fill(true, ARRAY[count(*)::int])))
+    SELECT jsonb_build_object('events', roomserver_internal.federation_pdus(min(t.room_nid), COALESCE(array_agg(t.event_nid ORDER BY t.depth, t.event_id COLLATE "C"), '{}'), array_fill(true, ARRAY[count(*)::int])))
     FROM (SELECT e.room_nid, e.event_nid, e.depth, e.event_id
           FROM anc, r, roomserver.stored_events e
           WHERE e.room_nid = r.room_nid AND e.event_nid = anc.nid AND e.event_nid NOT IN (SELECT event_nid FROM start)

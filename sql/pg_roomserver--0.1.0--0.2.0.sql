@@ -5,6 +5,27 @@
 -- sql/upgrades/0.1.0--0.2.0.sql
 -- Schema changes from 0.1.0 to 0.2.0 (the API, sql/api/*.sql, is replayed after this).
 
+-- Internal functions leave the API's schema (0.1.0 had them all in roomserver).
+CREATE SCHEMA roomserver_internal;
+COMMENT ON SCHEMA roomserver_internal IS 'pg_roomserver internals: not an API, may change in any release.';
+ALTER FUNCTION roomserver.raise_if_invisible(text, bigint, bigint) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.store_snapshot(bigint, bytea, bigint[], integer[], bytea, bytea, integer, bigint, integer) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.event_refs(bigint, bigint, "char") SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.find_event(text, text) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.find_event(text) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.state_at_nids(text, boolean, text[], text[]) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.event_with_state(text, text) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.find_room(text) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.visibility_inputs(bigint, bigint[], text) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.federation_pdus(bigint, bigint[], boolean[]) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.federation_pdus(bigint, bigint[]) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.transaction_body(jsonb) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.origin() SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.backfill_walk(text, text[], integer, text) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.forwards_fill_walk(text, text[], integer, text) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.get_missing_events_walk(text, text[], text[], integer, bigint, text) SET SCHEMA roomserver_internal;
+ALTER FUNCTION roomserver.server_may_see_events(bigint, bigint[], text) SET SCHEMA roomserver_internal;
+
 -- pg_dump now carries every table and sequence (0.1.0 registered none, so a dump lost every room).
 SELECT pg_catalog.pg_extension_config_dump('roomserver.rooms', '');
 SELECT pg_catalog.pg_extension_config_dump('roomserver.room_nid_seq', '');
@@ -37,7 +58,7 @@ SELECT pg_catalog.pg_extension_config_dump('roomserver.extremities', '');
 
 -- Under READ COMMITTED every row asked for is visible after the INSERT .. ON CONFLICT; fewer means
 -- a concurrent session's row is invisible to this snapshot (REPEATABLE READ or SERIALIZABLE).
-CREATE OR REPLACE FUNCTION roomserver.raise_if_invisible(what text, wanted bigint, got bigint) RETURNS void
+CREATE OR REPLACE FUNCTION roomserver_internal.raise_if_invisible(what text, wanted bigint, got bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -67,7 +88,7 @@ BEGIN
     SELECT count(DISTINCT u.s) INTO wanted FROM unnest(event_types) AS u(s) WHERE u.s IS NOT NULL;
     RETURN QUERY SELECT t.event_type, t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = ANY (event_types);
     GET DIAGNOSTICS got = ROW_COUNT;
-    PERFORM roomserver.raise_if_invisible('event type NIDs', wanted, got);
+    PERFORM roomserver_internal.raise_if_invisible('event type NIDs', wanted, got);
 END
 $$;
 COMMENT ON FUNCTION roomserver.assign_event_type_nids(text[]) IS 'Returns the NID of each event type, assigning new NIDs to unseen types (concurrency-safe).';
@@ -101,7 +122,7 @@ BEGIN
         CROSS JOIN LATERAL (SELECT x.room_nid, x.state_key, x.state_key_nid FROM roomserver.event_state_keys x
                             WHERE x.state_key = d.s AND x.room_nid = d.r OFFSET 0) k;
     GET DIAGNOSTICS got = ROW_COUNT;
-    PERFORM roomserver.raise_if_invisible('state key NIDs', wanted, got);
+    PERFORM roomserver_internal.raise_if_invisible('state key NIDs', wanted, got);
 END
 $$;
 COMMENT ON FUNCTION roomserver.assign_state_key_nids(bigint[], text[]) IS 'Returns the NID of each (room, state key), assigning new NIDs to unseen ones (concurrency-safe). The empty state key is NID 1.';
@@ -129,7 +150,7 @@ BEGIN
     SELECT count(DISTINCT u.i) INTO wanted FROM unnest(room_ids) AS u(i);
     RETURN QUERY SELECT r.room_id, r.room_nid, r.room_version FROM roomserver.rooms r WHERE r.room_id = ANY (room_ids);
     GET DIAGNOSTICS got = ROW_COUNT;
-    PERFORM roomserver.raise_if_invisible('rooms', wanted, got);
+    PERFORM roomserver_internal.raise_if_invisible('rooms', wanted, got);
 END
 $$;
 
@@ -174,7 +195,7 @@ AS $$ SELECT e.event_id FROM roomserver.stored_events e WHERE e.room_nid = $1 AN
 -- Reading events back as PDUs, and the DBA views over events and references.
 
 -- The prev_events ('p') or auth_events ('a') list of an event, as it was in the PDU.
-CREATE OR REPLACE FUNCTION roomserver.event_refs(room_nid bigint, event_nid bigint, kind "char") RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver_internal.event_refs(room_nid bigint, event_nid bigint, kind "char") RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT COALESCE(jsonb_agg(
@@ -197,8 +218,8 @@ AS $$
                'sender', s.state_key,
                'depth', e.depth,
                'origin_server_ts', e.origin_server_ts,
-               'prev_events', roomserver.event_refs(e.room_nid, e.event_nid, 'p'),
-               'auth_events', roomserver.event_refs(e.room_nid, e.event_nid, 'a'))
+               'prev_events', roomserver_internal.event_refs(e.room_nid, e.event_nid, 'p'),
+               'auth_events', roomserver_internal.event_refs(e.room_nid, e.event_nid, 'a'))
         || CASE WHEN e.room_id_implied THEN '{}'::jsonb ELSE jsonb_build_object('room_id', r.room_id) END
         || CASE WHEN e.state_key_nid IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('state_key', k.state_key) END
         -- Room versions 1 and 2 carry the event ID inside the PDU.
@@ -337,7 +358,7 @@ COMMENT ON FUNCTION roomserver.check_integrity() IS 'Lists broken references in 
 
 -- Stores a snapshot unless one with the same state exists; returns its NID. The new block
 -- (packed entries, sorted by key) is stored unless an equal block exists.
-CREATE OR REPLACE FUNCTION roomserver.store_snapshot(room_nid bigint, state_hash bytea, kept_blocks bigint[], kept_sizes integer[],
+CREATE OR REPLACE FUNCTION roomserver_internal.store_snapshot(room_nid bigint, state_hash bytea, kept_blocks bigint[], kept_sizes integer[],
                                           block_hash bytea, entries bytea, entry_count integer, max_event_nid bigint,
                                           state_size integer)
 RETURNS bigint
@@ -378,7 +399,7 @@ $$;
 -- is in Rust too: the k-way merge of its blocks.
 
 -- The event of a room by its ID, or ERROR P0002 (404 M_NOT_FOUND).
-CREATE OR REPLACE FUNCTION roomserver.find_event(room_id text, event_id text, OUT room_nid bigint, OUT event_nid bigint,
+CREATE OR REPLACE FUNCTION roomserver_internal.find_event(room_id text, event_id text, OUT room_nid bigint, OUT event_nid bigint,
                                       OUT state_before bigint, OUT state_after bigint, OUT outlier boolean)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -398,7 +419,7 @@ $$;
 
 -- The event by ID alone (event IDs are unique across rooms from room version 3 on; for older
 -- rooms the first room that has it), or ERROR P0002.
-CREATE OR REPLACE FUNCTION roomserver.find_event(event_id text, OUT room_nid bigint, OUT event_nid bigint,
+CREATE OR REPLACE FUNCTION roomserver_internal.find_event(event_id text, OUT room_nid bigint, OUT event_nid bigint,
                                       OUT state_before bigint, OUT state_after bigint, OUT outlier boolean)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -416,7 +437,7 @@ $$;
 -- The state before (or after) an event: all of it, only some types, or only some
 -- (type, state_key) pairs (a two-column array: ARRAY[['m.room.member', '@a:x'], ...]).
 -- (PL/pgSQL cannot name an input and an output column alike: the body is state_at_nids.)
-CREATE OR REPLACE FUNCTION roomserver.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
+CREATE OR REPLACE FUNCTION roomserver_internal.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
 RETURNS TABLE (event_type text, state_key text, state_event_id text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -432,7 +453,7 @@ BEGIN
         RAISE EXCEPTION 'pairs must be a two-dimensional array of (type, state_key) pairs, like ARRAY[[''m.room.member'', ''@a:example.org'']]'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    ev := roomserver.find_event(the_event_id);
+    ev := roomserver_internal.find_event(the_event_id);
     IF ev.outlier THEN
         RAISE EXCEPTION 'event % is an outlier: its state is not known', the_event_id
             USING ERRCODE = 'no_data_found', HINT = 'Ingest it again with its prev events once they are known.';
@@ -462,7 +483,7 @@ $$;
 CREATE OR REPLACE FUNCTION roomserver.state_at_event(event_id text, after boolean DEFAULT false, types text[] DEFAULT NULL, pairs text[] DEFAULT NULL)
 RETURNS TABLE (type text, state_key text, event_id text)
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT * FROM roomserver.state_at_nids($1, $2, $3, $4) $$;
+AS $$ SELECT * FROM roomserver_internal.state_at_nids($1, $2, $3, $4) $$;
 COMMENT ON FUNCTION roomserver.state_at_event(text, boolean, text[], text[]) IS 'The room state before (after => true: after) an event: all of it, some types, or some (type, state_key) pairs.';
 
 -- The auth chain of events as event NIDs: their auth events and the stored chains of those
@@ -493,7 +514,7 @@ $$;
 
 -- The event whose state a federation response serves: ERROR 22004 on NULLs, P0002 when the room
 -- or the event (in that room) is unknown or the event is an outlier (its state is not known).
-CREATE OR REPLACE FUNCTION roomserver.event_with_state(room_id text, event_id text, OUT room_nid bigint, OUT state_before bigint)
+CREATE OR REPLACE FUNCTION roomserver_internal.event_with_state(room_id text, event_id text, OUT room_nid bigint, OUT state_before bigint)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -503,7 +524,7 @@ BEGIN
     IF event_with_state.room_id IS NULL OR event_with_state.event_id IS NULL THEN
         RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    ev := roomserver.find_event(event_with_state.room_id, event_with_state.event_id);
+    ev := roomserver_internal.find_event(event_with_state.room_id, event_with_state.event_id);
     IF ev.outlier THEN
         RAISE EXCEPTION 'the state at event % is not known (outlier)', event_with_state.event_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -523,7 +544,7 @@ DECLARE
     pdu_ids jsonb;
     chain_ids jsonb;
 BEGIN
-    ev := roomserver.event_with_state(state_ids.room_id, state_ids.event_id);
+    ev := roomserver_internal.event_with_state(state_ids.room_id, state_ids.event_id);
     SELECT COALESCE(jsonb_agg(x.event_id ORDER BY x.event_nid), '[]') INTO pdu_ids
     FROM roomserver.snapshot_entries(ev.room_nid, ev.state_before) s
     JOIN roomserver.stored_events x ON x.room_nid = ev.room_nid AND x.event_nid = s.event_nid;
@@ -545,19 +566,19 @@ DECLARE
     pdus jsonb;
     chain jsonb;
 BEGIN
-    ev := roomserver.event_with_state(state.room_id, state.event_id);
-    -- All PDUs built in one set-based statement each (roomserver.federation_pdus): one
+    ev := roomserver_internal.event_with_state(state.room_id, state.event_id);
+    -- All PDUs built in one set-based statement each (roomserver_internal.federation_pdus): one
     -- event_pdu call per event made a 67,000-event response take 18 s.
-    SELECT roomserver.federation_pdus(ev.room_nid, COALESCE(array_agg(s.event_nid ORDER BY s.event_nid), '{}')) INTO pdus
+    SELECT roomserver_internal.federation_pdus(ev.room_nid, COALESCE(array_agg(s.event_nid ORDER BY s.event_nid), '{}')) INTO pdus
     FROM roomserver.snapshot_entries(ev.room_nid, ev.state_before) s;
-    SELECT roomserver.federation_pdus(ev.room_nid, COALESCE(array_agg(c.event_nid ORDER BY c.event_nid), '{}')) INTO chain
+    SELECT roomserver_internal.federation_pdus(ev.room_nid, COALESCE(array_agg(c.event_nid ORDER BY c.event_nid), '{}')) INTO chain
     FROM roomserver.state_auth_chain(ev.room_nid, ev.state_before) c;
     RETURN jsonb_build_object('pdus', pdus, 'auth_chain', chain);
 END
 $$;
 
 -- The room of a room ID, or ERROR P0002 (404 M_NOT_FOUND).
-CREATE OR REPLACE FUNCTION roomserver.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
+CREATE OR REPLACE FUNCTION roomserver_internal.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -575,7 +596,7 @@ CREATE OR REPLACE FUNCTION roomserver.forward_extremities(room_id text) RETURNS 
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT e.event_id
-    FROM roomserver.find_room(room_id) r
+    FROM roomserver_internal.find_room(room_id) r
     JOIN roomserver.extremities x ON x.room_nid = r.room_nid
     JOIN roomserver.stored_events e ON e.room_nid = x.room_nid AND e.event_nid = x.event_nid
     ORDER BY e.depth, e.event_id
@@ -624,7 +645,7 @@ COMMENT ON VIEW roomserver.room_members IS 'Every user with a member event in th
 
 -- This server's name (setting roomserver.server_name), for the origin of transactions; ERROR
 -- 55000 when it is not set.
-CREATE OR REPLACE FUNCTION roomserver.origin() RETURNS text
+CREATE OR REPLACE FUNCTION roomserver_internal.origin() RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -644,7 +665,7 @@ $$;
 -- the content of m.room.history_visibility in the state after it and, only where that says
 -- invited or joined, the memberships there of the users of server_name (after the first ':'
 -- of the user ID). Each distinct state is looked up once.
-CREATE OR REPLACE FUNCTION roomserver.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
+CREATE OR REPLACE FUNCTION roomserver_internal.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
 RETURNS TABLE (ord bigint, outlier boolean, history_visibility jsonb, memberships text[])
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
@@ -684,7 +705,7 @@ $$;
 -- The same JSON as roomserver.event_pdu, built for the whole batch in one set-based query:
 -- calling event_pdu per event cost about 0.3 ms each (three SQL function calls), which was most
 -- of a 100-event backfill.
-CREATE OR REPLACE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     WITH u AS (
@@ -728,17 +749,17 @@ AS $$
 $$;
 
 -- The same, every event visible (the state and auth chain bodies, which are not filtered).
-CREATE OR REPLACE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT roomserver.federation_pdus(room_nid, event_nids, array_fill(true, ARRAY[cardinality(event_nids)]))
+    SELECT roomserver_internal.federation_pdus(room_nid, event_nids, array_fill(true, ARRAY[cardinality(event_nids)]))
 $$;
 
 -- A transaction-shaped body: {"origin", "origin_server_ts" (the time of the call), "pdus"}.
-CREATE OR REPLACE FUNCTION roomserver.transaction_body(pdus jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver_internal.transaction_body(pdus jsonb) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT jsonb_build_object('origin', roomserver.origin(),
+    SELECT jsonb_build_object('origin', roomserver_internal.origin(),
                               'origin_server_ts', (extract(epoch FROM statement_timestamp()) * 1000)::bigint,
                               'pdus', pdus)
 $$;
@@ -747,8 +768,8 @@ $$;
 CREATE OR REPLACE FUNCTION roomserver.backfill(room_id text, v text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT roomserver.transaction_body(roomserver.federation_pdus(w.room_nid, w.event_nids, w.visible))
-    FROM roomserver.backfill_walk($1, $2, $3, $4) w
+    SELECT roomserver_internal.transaction_body(roomserver_internal.federation_pdus(w.room_nid, w.event_nids, w.visible))
+    FROM roomserver_internal.backfill_walk($1, $2, $3, $4) w
 $$;
 COMMENT ON FUNCTION roomserver.backfill(text, text[], integer, text) IS
     'Body of GET /_matrix/federation/v1/backfill: the v events and their ancestors, newest first, at most limit (clamped to 1000).';
@@ -757,8 +778,8 @@ COMMENT ON FUNCTION roomserver.backfill(text, text[], integer, text) IS
 CREATE OR REPLACE FUNCTION roomserver.forwards_fill(room_id text, from_event_id text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT roomserver.transaction_body(roomserver.federation_pdus(w.room_nid, w.event_nids, w.visible))
-    FROM roomserver.forwards_fill_walk($1, $2, $3, $4) w
+    SELECT roomserver_internal.transaction_body(roomserver_internal.federation_pdus(w.room_nid, w.event_nids, w.visible))
+    FROM roomserver_internal.forwards_fill_walk($1, $2, $3, $4) w
 $$;
 COMMENT ON FUNCTION roomserver.forwards_fill(text, text[], integer, text) IS
     'Body of MSC4000 GET /_matrix/federation/v1/forwards_fill: the given events and their successors, oldest first, at most limit (clamped to 1000).';
@@ -769,8 +790,8 @@ CREATE OR REPLACE FUNCTION roomserver.get_missing_events(room_id text, earliest_
                                               requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT jsonb_build_object('events', roomserver.federation_pdus(w.room_nid, w.event_nids, w.visible))
-    FROM roomserver.get_missing_events_walk($1, $2, $3, $4, $5, $6) w
+    SELECT jsonb_build_object('events', roomserver_internal.federation_pdus(w.room_nid, w.event_nids, w.visible))
+    FROM roomserver_internal.get_missing_events_walk($1, $2, $3, $4, $5, $6) w
 $$;
 COMMENT ON FUNCTION roomserver.get_missing_events(text, text[], text[], integer, bigint, text) IS
     'Body of POST /_matrix/federation/v1/get_missing_events: events after earliest_events and before latest_events, oldest first, at most limit (clamped to 1000).';
@@ -788,8 +809,8 @@ BEGIN
     IF event_auth.room_id IS NULL OR event_auth.event_id IS NULL THEN
         RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    ev := roomserver.find_event(event_auth.room_id, event_auth.event_id);
-    SELECT roomserver.federation_pdus(ev.room_nid, COALESCE(array_agg(c.event_nid ORDER BY c.event_nid), '{}')) INTO chain
+    ev := roomserver_internal.find_event(event_auth.room_id, event_auth.event_id);
+    SELECT roomserver_internal.federation_pdus(ev.room_nid, COALESCE(array_agg(c.event_nid ORDER BY c.event_nid), '{}')) INTO chain
     FROM roomserver.auth_chain_nids(ev.room_nid, ARRAY[ev.event_nid]) c;
     RETURN jsonb_build_object('auth_chain', chain);
 END
@@ -808,11 +829,11 @@ BEGIN
     IF event.event_id IS NULL THEN
         RAISE EXCEPTION 'event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    ev := roomserver.find_event(event.event_id);
+    ev := roomserver_internal.find_event(event.event_id);
     IF requesting_server IS NOT NULL THEN
-        visible := (roomserver.server_may_see_events(ev.room_nid, ARRAY[ev.event_nid], requesting_server))[1];
+        visible := (roomserver_internal.server_may_see_events(ev.room_nid, ARRAY[ev.event_nid], requesting_server))[1];
     END IF;
-    RETURN roomserver.transaction_body(roomserver.federation_pdus(ev.room_nid, ARRAY[ev.event_nid], ARRAY[visible]));
+    RETURN roomserver_internal.transaction_body(roomserver_internal.federation_pdus(ev.room_nid, ARRAY[ev.event_nid], ARRAY[visible]));
 END
 $$;
 
@@ -844,7 +865,7 @@ BEGIN
     IF jsonb_typeof(pdu -> 'room_id') IS DISTINCT FROM 'string' THEN
         RAISE EXCEPTION 'missing_events: room_id must be a string' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    room := (roomserver.find_room(pdu ->> 'room_id')).room_nid;
+    room := (roomserver_internal.find_room(pdu ->> 'room_id')).room_nid;
     -- References are event IDs, or [event_id, hashes] pairs in room versions 1 and 2.
     WITH refs AS (
         SELECT r.kind, r.pos, CASE jsonb_typeof(r.ref) WHEN 'string' THEN r.ref #>> '{}' WHEN 'array' THEN r.ref ->> 0 END AS id
@@ -878,7 +899,7 @@ RETURNS TABLE (event_id text, depth bigint, outlier boolean, missing_prev_events
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT e.event_id, e.depth, e.outlier, array_agg(ed.target_event_id ORDER BY ed.position)
-    FROM roomserver.find_room(room_id) r
+    FROM roomserver_internal.find_room(room_id) r
     JOIN roomserver.event_edges ed ON ed.room_nid = r.room_nid AND ed.target_nid IS NULL AND ed.kind = 'p'
     JOIN roomserver.stored_events e ON e.room_nid = ed.room_nid AND e.event_nid = ed.event_nid
     GROUP BY e.event_id, e.depth, e.outlier
@@ -895,7 +916,8 @@ $$;
 --           SECURITY DEFINER (owner's rights, pinned search_path), so a writer needs no write
 --           privilege on any table: what it stores always goes through ingest's checks.
 --   admin:  the extension's owner (the superuser who ran CREATE EXTENSION): everything else,
---           DDL, the internal write functions (assign_*_nids, store_snapshot), these grants.
+--           DDL, the write functions (assign_*_nids, roomserver_internal.store_snapshot), these
+--           grants.
 -- Re-running them is harmless; every upgrade re-grants what a new release adds to existing
 -- readers and writers (99_finalize.sql).
 
@@ -905,10 +927,12 @@ AS $$
 DECLARE
     f regprocedure;
 BEGIN
-    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA roomserver TO %s', role);
+    -- The read functions run with the caller's rights and call the internal ones.
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA roomserver, roomserver_internal TO %s', role);
     EXECUTE pg_catalog.format('GRANT SELECT ON ALL TABLES IN SCHEMA roomserver TO %s', role);
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-             WHERE p.pronamespace = 'roomserver'::pg_catalog.regnamespace AND p.provolatile <> 'v'
+             WHERE p.pronamespace IN ('roomserver'::pg_catalog.regnamespace, 'roomserver_internal'::pg_catalog.regnamespace)
+               AND p.provolatile <> 'v'
              ORDER BY p.oid
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
@@ -932,10 +956,10 @@ CREATE OR REPLACE FUNCTION roomserver.revoke_access(role regrole) RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
 AS $$
 BEGIN
-    EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA roomserver FROM %s', role);
+    EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA roomserver, roomserver_internal FROM %s', role);
     EXECUTE pg_catalog.format('REVOKE ALL ON ALL TABLES IN SCHEMA roomserver FROM %s', role);
     EXECUTE pg_catalog.format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA roomserver FROM %s', role);
-    EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA roomserver FROM %s', role);
+    EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA roomserver, roomserver_internal FROM %s', role);
 END
 $$;
 COMMENT ON FUNCTION roomserver.revoke_access(regrole) IS 'Takes every privilege on the extension''s schema, tables and functions from a role.';
@@ -967,7 +991,8 @@ DO $$
 DECLARE
     f regprocedure;
 BEGIN
-    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'roomserver'::pg_catalog.regnamespace
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace IN ('roomserver'::pg_catalog.regnamespace, 'roomserver_internal'::pg_catalog.regnamespace)
     LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, roomserver, pg_temp', f);
     END LOOP;
@@ -975,7 +1000,7 @@ END
 $$;
 
 -- Nothing is granted to PUBLIC; roomserver.grant_reader / grant_writer grant what a role needs.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA roomserver FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA roomserver, roomserver_internal FROM PUBLIC;
 
 -- An upgrade gives existing readers and writers what the new release adds (a fresh install
 -- has none). A reader is a role that may call state_ids, a writer one that may call ingest_event.

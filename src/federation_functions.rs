@@ -21,7 +21,7 @@ pub const MAX_LIMIT: i32 = 1000;
 
 const ROOM: Statement = Statement {
     name: "federation_room",
-    sql: "SELECT room_nid FROM roomserver.find_room($1)",
+    sql: "SELECT room_nid FROM roomserver_internal.find_room($1)",
     args: &[TEXT],
     mutating: false,
 };
@@ -83,7 +83,7 @@ const EXPAND_FORWARDS: Statement = Statement {
 const VISIBILITY: Statement = Statement {
     name: "federation_visibility",
     sql: "SELECT v.outlier, v.history_visibility, v.memberships
-          FROM roomserver.visibility_inputs($1, $2, $3) v ORDER BY v.ord",
+          FROM roomserver_internal.visibility_inputs($1, $2, $3) v ORDER BY v.ord",
     args: &[INT8, INT8_ARRAY, TEXT],
     mutating: false,
 };
@@ -199,87 +199,93 @@ fn finish(room_nid: i64, taken: Vec<WalkNode<i64>>, server: Option<&str>) -> Wal
     TableIterator::once((room_nid, nids, visible))
 }
 
-/// `/backfill`'s walk: the events of `v` and their ancestors, newest first (core/src/traversal.rs
-/// `backfill`), as event NIDs with the requesting server's visibility of each.
-#[pg_extern(stable, parallel_safe)]
-fn backfill_walk(
-    room_id: Option<&str>,
-    v: Option<Vec<Option<String>>>,
-    limit: Option<i32>,
-    requesting_server: default!(Option<&str>, "NULL"),
-) -> TableIterator<'static, (name!(room_nid, i64), name!(event_nids, Vec<i64>), name!(visible, Vec<bool>))> {
-    let v = ids(v, "v");
-    let limit = checked_limit(limit);
-    let (room_nid, seeds) = Spi::connect_mut(|client| {
-        let room_nid = room_nid(client, room_id);
-        (room_nid, known_events(client, room_nid, v))
-    });
-    let mut walk = BatchedWalk::new(Direction::Backwards);
-    seeds.into_iter().for_each(|n| walk.seed(n));
-    let mut source = SqlNeighbours { room_nid, direction: Direction::Backwards, stop: Vec::new(), min_depth: i64::MIN };
-    let (taken, _) = walk.run(limit, &mut source);
-    finish(room_nid, taken, requesting_server)
-}
+/// The walks are internal: the API (sql/api/04_federation.sql) shapes their result.
+#[pg_schema]
+mod roomserver_internal {
+    use super::*;
 
-/// MSC4000 forwards fill's walk: the events of `from_event_id` and their successors, oldest
-/// first (core/src/traversal.rs `forwards_fill`).
-#[pg_extern(stable, parallel_safe)]
-fn forwards_fill_walk(
-    room_id: Option<&str>,
-    from_event_id: Option<Vec<Option<String>>>,
-    limit: Option<i32>,
-    requesting_server: default!(Option<&str>, "NULL"),
-) -> TableIterator<'static, (name!(room_nid, i64), name!(event_nids, Vec<i64>), name!(visible, Vec<bool>))> {
-    let from = ids(from_event_id, "from_event_id");
-    let limit = checked_limit(limit);
-    let (room_nid, seeds) = Spi::connect_mut(|client| {
-        let room_nid = room_nid(client, room_id);
-        (room_nid, known_events(client, room_nid, from))
-    });
-    let mut walk = BatchedWalk::new(Direction::Forwards);
-    seeds.into_iter().for_each(|n| walk.seed(n));
-    let mut source = SqlNeighbours { room_nid, direction: Direction::Forwards, stop: Vec::new(), min_depth: i64::MIN };
-    let (taken, _) = walk.run(limit, &mut source);
-    finish(room_nid, taken, requesting_server)
-}
+    /// `/backfill`'s walk: the events of `v` and their ancestors, newest first (core/src/traversal.rs
+    /// `backfill`), as event NIDs with the requesting server's visibility of each.
+    #[pg_extern(stable, parallel_safe)]
+    fn backfill_walk(
+        room_id: Option<&str>,
+        v: Option<Vec<Option<String>>>,
+        limit: Option<i32>,
+        requesting_server: default!(Option<&str>, "NULL"),
+    ) -> TableIterator<'static, (name!(room_nid, i64), name!(event_nids, Vec<i64>), name!(visible, Vec<bool>))> {
+        let v = ids(v, "v");
+        let limit = checked_limit(limit);
+        let (room_nid, seeds) = Spi::connect_mut(|client| {
+            let room_nid = room_nid(client, room_id);
+            (room_nid, known_events(client, room_nid, v))
+        });
+        let mut walk = BatchedWalk::new(Direction::Backwards);
+        seeds.into_iter().for_each(|n| walk.seed(n));
+        let mut source = SqlNeighbours { room_nid, direction: Direction::Backwards, stop: Vec::new(), min_depth: i64::MIN };
+        let (taken, _) = walk.run(limit, &mut source);
+        finish(room_nid, taken, requesting_server)
+    }
 
-/// `/get_missing_events`' walk: the events before `latest_events` and after `earliest_events`
-/// with depth ≥ `min_depth`, the given events excluded, oldest first (core/src/traversal.rs
-/// `get_missing_events`).
-#[pg_extern(stable, parallel_safe)]
-fn get_missing_events_walk(
-    room_id: Option<&str>,
-    earliest_events: Option<Vec<Option<String>>>,
-    latest_events: Option<Vec<Option<String>>>,
-    limit: Option<i32>,
-    min_depth: Option<i64>,
-    requesting_server: default!(Option<&str>, "NULL"),
-) -> TableIterator<'static, (name!(room_nid, i64), name!(event_nids, Vec<i64>), name!(visible, Vec<bool>))> {
-    let earliest = ids(earliest_events, "earliest_events");
-    let latest = ids(latest_events, "latest_events");
-    let limit = checked_limit(limit);
-    let Some(min_depth) = min_depth else { null_argument("min_depth") };
-    let (room_nid, earliest, latest) = Spi::connect_mut(|client| {
-        let room_nid = room_nid(client, room_id);
-        let e: Vec<i64> = known_events(client, room_nid, earliest).into_iter().map(|n| n.handle).collect();
-        let l: Vec<i64> = known_events(client, room_nid, latest).into_iter().map(|n| n.handle).collect();
-        (room_nid, e, l)
-    });
-    let mut walk = BatchedWalk::new(Direction::Backwards).min_depth(min_depth);
-    walk.exclude(earliest.iter().copied());
-    walk.exclude(latest.iter().copied());
-    // A latest event the requester also lists as earliest is not walked from (as Synapse).
-    latest.iter().filter(|l| !earliest.contains(l)).for_each(|l| walk.start_from(*l));
-    let mut source = SqlNeighbours { room_nid, direction: Direction::Backwards, stop: earliest, min_depth };
-    let (mut taken, _) = walk.run(limit, &mut source);
-    // Oldest first, so that the requester can process each after its prev events.
-    taken.sort_unstable_by(|a, b| (a.depth, a.event_id.as_bytes()).cmp(&(b.depth, b.event_id.as_bytes())));
-    finish(room_nid, taken, requesting_server)
-}
+    /// MSC4000 forwards fill's walk: the events of `from_event_id` and their successors, oldest
+    /// first (core/src/traversal.rs `forwards_fill`).
+    #[pg_extern(stable, parallel_safe)]
+    fn forwards_fill_walk(
+        room_id: Option<&str>,
+        from_event_id: Option<Vec<Option<String>>>,
+        limit: Option<i32>,
+        requesting_server: default!(Option<&str>, "NULL"),
+    ) -> TableIterator<'static, (name!(room_nid, i64), name!(event_nids, Vec<i64>), name!(visible, Vec<bool>))> {
+        let from = ids(from_event_id, "from_event_id");
+        let limit = checked_limit(limit);
+        let (room_nid, seeds) = Spi::connect_mut(|client| {
+            let room_nid = room_nid(client, room_id);
+            (room_nid, known_events(client, room_nid, from))
+        });
+        let mut walk = BatchedWalk::new(Direction::Forwards);
+        seeds.into_iter().for_each(|n| walk.seed(n));
+        let mut source = SqlNeighbours { room_nid, direction: Direction::Forwards, stop: Vec::new(), min_depth: i64::MIN };
+        let (taken, _) = walk.run(limit, &mut source);
+        finish(room_nid, taken, requesting_server)
+    }
 
-/// Whether `server_name` may see each event of `event_nids` (of room `room_nid`) unredacted,
-/// by history visibility (core/src/visibility.rs); events of other rooms are not in the answer.
-#[pg_extern(stable, strict, parallel_safe)]
-fn server_may_see_events(room_nid: i64, event_nids: Vec<i64>, server_name: &str) -> Vec<bool> {
-    Spi::connect_mut(|client| visibility(client, room_nid, &event_nids, Some(server_name)))
+    /// `/get_missing_events`' walk: the events before `latest_events` and after `earliest_events`
+    /// with depth ≥ `min_depth`, the given events excluded, oldest first (core/src/traversal.rs
+    /// `get_missing_events`).
+    #[pg_extern(stable, parallel_safe)]
+    fn get_missing_events_walk(
+        room_id: Option<&str>,
+        earliest_events: Option<Vec<Option<String>>>,
+        latest_events: Option<Vec<Option<String>>>,
+        limit: Option<i32>,
+        min_depth: Option<i64>,
+        requesting_server: default!(Option<&str>, "NULL"),
+    ) -> TableIterator<'static, (name!(room_nid, i64), name!(event_nids, Vec<i64>), name!(visible, Vec<bool>))> {
+        let earliest = ids(earliest_events, "earliest_events");
+        let latest = ids(latest_events, "latest_events");
+        let limit = checked_limit(limit);
+        let Some(min_depth) = min_depth else { null_argument("min_depth") };
+        let (room_nid, earliest, latest) = Spi::connect_mut(|client| {
+            let room_nid = room_nid(client, room_id);
+            let e: Vec<i64> = known_events(client, room_nid, earliest).into_iter().map(|n| n.handle).collect();
+            let l: Vec<i64> = known_events(client, room_nid, latest).into_iter().map(|n| n.handle).collect();
+            (room_nid, e, l)
+        });
+        let mut walk = BatchedWalk::new(Direction::Backwards).min_depth(min_depth);
+        walk.exclude(earliest.iter().copied());
+        walk.exclude(latest.iter().copied());
+        // A latest event the requester also lists as earliest is not walked from (as Synapse).
+        latest.iter().filter(|l| !earliest.contains(l)).for_each(|l| walk.start_from(*l));
+        let mut source = SqlNeighbours { room_nid, direction: Direction::Backwards, stop: earliest, min_depth };
+        let (mut taken, _) = walk.run(limit, &mut source);
+        // Oldest first, so that the requester can process each after its prev events.
+        taken.sort_unstable_by(|a, b| (a.depth, a.event_id.as_bytes()).cmp(&(b.depth, b.event_id.as_bytes())));
+        finish(room_nid, taken, requesting_server)
+    }
+
+    /// Whether `server_name` may see each event of `event_nids` (of room `room_nid`) unredacted,
+    /// by history visibility (core/src/visibility.rs); events of other rooms are not in the answer.
+    #[pg_extern(stable, strict, parallel_safe)]
+    fn server_may_see_events(room_nid: i64, event_nids: Vec<i64>, server_name: &str) -> Vec<bool> {
+        Spi::connect_mut(|client| visibility(client, room_nid, &event_nids, Some(server_name)))
+    }
 }

@@ -21,7 +21,7 @@ use crate::spi_plans::{execute, Statement, BYTEA, INT4, INT4_ARRAY, INT8, INT8_A
 
 const STORE_SNAPSHOT: Statement = Statement {
     name: "state.store_snapshot",
-    sql: "SELECT roomserver.store_snapshot($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    sql: "SELECT roomserver_internal.store_snapshot($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     args: &[INT8, BYTEA, INT8_ARRAY, INT4_ARRAY, BYTEA, BYTEA, INT4, INT8, INT4],
     mutating: true,
 };

@@ -13,7 +13,7 @@
 
 -- Under READ COMMITTED every row asked for is visible after the INSERT .. ON CONFLICT; fewer means
 -- a concurrent session's row is invisible to this snapshot (REPEATABLE READ or SERIALIZABLE).
-CREATE OR REPLACE FUNCTION roomserver.raise_if_invisible(what text, wanted bigint, got bigint) RETURNS void
+CREATE OR REPLACE FUNCTION roomserver_internal.raise_if_invisible(what text, wanted bigint, got bigint) RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -43,7 +43,7 @@ BEGIN
     SELECT count(DISTINCT u.s) INTO wanted FROM unnest(event_types) AS u(s) WHERE u.s IS NOT NULL;
     RETURN QUERY SELECT t.event_type, t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = ANY (event_types);
     GET DIAGNOSTICS got = ROW_COUNT;
-    PERFORM roomserver.raise_if_invisible('event type NIDs', wanted, got);
+    PERFORM roomserver_internal.raise_if_invisible('event type NIDs', wanted, got);
 END
 $$;
 COMMENT ON FUNCTION roomserver.assign_event_type_nids(text[]) IS 'Returns the NID of each event type, assigning new NIDs to unseen types (concurrency-safe).';
@@ -77,7 +77,7 @@ BEGIN
         CROSS JOIN LATERAL (SELECT x.room_nid, x.state_key, x.state_key_nid FROM roomserver.event_state_keys x
                             WHERE x.state_key = d.s AND x.room_nid = d.r OFFSET 0) k;
     GET DIAGNOSTICS got = ROW_COUNT;
-    PERFORM roomserver.raise_if_invisible('state key NIDs', wanted, got);
+    PERFORM roomserver_internal.raise_if_invisible('state key NIDs', wanted, got);
 END
 $$;
 COMMENT ON FUNCTION roomserver.assign_state_key_nids(bigint[], text[]) IS 'Returns the NID of each (room, state key), assigning new NIDs to unseen ones (concurrency-safe). The empty state key is NID 1.';
@@ -105,7 +105,7 @@ BEGIN
     SELECT count(DISTINCT u.i) INTO wanted FROM unnest(room_ids) AS u(i);
     RETURN QUERY SELECT r.room_id, r.room_nid, r.room_version FROM roomserver.rooms r WHERE r.room_id = ANY (room_ids);
     GET DIAGNOSTICS got = ROW_COUNT;
-    PERFORM roomserver.raise_if_invisible('rooms', wanted, got);
+    PERFORM roomserver_internal.raise_if_invisible('rooms', wanted, got);
 END
 $$;
 

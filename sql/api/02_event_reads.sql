@@ -1,7 +1,7 @@
 -- Reading events back as PDUs, and the DBA views over events and references.
 
 -- The prev_events ('p') or auth_events ('a') list of an event, as it was in the PDU.
-CREATE OR REPLACE FUNCTION roomserver.event_refs(room_nid bigint, event_nid bigint, kind "char") RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver_internal.event_refs(room_nid bigint, event_nid bigint, kind "char") RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT COALESCE(jsonb_agg(
@@ -24,8 +24,8 @@ AS $$
                'sender', s.state_key,
                'depth', e.depth,
                'origin_server_ts', e.origin_server_ts,
-               'prev_events', roomserver.event_refs(e.room_nid, e.event_nid, 'p'),
-               'auth_events', roomserver.event_refs(e.room_nid, e.event_nid, 'a'))
+               'prev_events', roomserver_internal.event_refs(e.room_nid, e.event_nid, 'p'),
+               'auth_events', roomserver_internal.event_refs(e.room_nid, e.event_nid, 'a'))
         || CASE WHEN e.room_id_implied THEN '{}'::jsonb ELSE jsonb_build_object('room_id', r.room_id) END
         || CASE WHEN e.state_key_nid IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('state_key', k.state_key) END
         -- Room versions 1 and 2 carry the event ID inside the PDU.

@@ -3,7 +3,7 @@
 
 -- Stores a snapshot unless one with the same state exists; returns its NID. The new block
 -- (packed entries, sorted by key) is stored unless an equal block exists.
-CREATE OR REPLACE FUNCTION roomserver.store_snapshot(room_nid bigint, state_hash bytea, kept_blocks bigint[], kept_sizes integer[],
+CREATE OR REPLACE FUNCTION roomserver_internal.store_snapshot(room_nid bigint, state_hash bytea, kept_blocks bigint[], kept_sizes integer[],
                                           block_hash bytea, entries bytea, entry_count integer, max_event_nid bigint,
                                           state_size integer)
 RETURNS bigint
@@ -44,7 +44,7 @@ $$;
 -- is in Rust too: the k-way merge of its blocks.
 
 -- The event of a room by its ID, or ERROR P0002 (404 M_NOT_FOUND).
-CREATE OR REPLACE FUNCTION roomserver.find_event(room_id text, event_id text, OUT room_nid bigint, OUT event_nid bigint,
+CREATE OR REPLACE FUNCTION roomserver_internal.find_event(room_id text, event_id text, OUT room_nid bigint, OUT event_nid bigint,
                                       OUT state_before bigint, OUT state_after bigint, OUT outlier boolean)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -64,7 +64,7 @@ $$;
 
 -- The event by ID alone (event IDs are unique across rooms from room version 3 on; for older
 -- rooms the first room that has it), or ERROR P0002.
-CREATE OR REPLACE FUNCTION roomserver.find_event(event_id text, OUT room_nid bigint, OUT event_nid bigint,
+CREATE OR REPLACE FUNCTION roomserver_internal.find_event(event_id text, OUT room_nid bigint, OUT event_nid bigint,
                                       OUT state_before bigint, OUT state_after bigint, OUT outlier boolean)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -82,7 +82,7 @@ $$;
 -- The state before (or after) an event: all of it, only some types, or only some
 -- (type, state_key) pairs (a two-column array: ARRAY[['m.room.member', '@a:x'], ...]).
 -- (PL/pgSQL cannot name an input and an output column alike: the body is state_at_nids.)
-CREATE OR REPLACE FUNCTION roomserver.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
+CREATE OR REPLACE FUNCTION roomserver_internal.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
 RETURNS TABLE (event_type text, state_key text, state_event_id text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -98,7 +98,7 @@ BEGIN
         RAISE EXCEPTION 'pairs must be a two-dimensional array of (type, state_key) pairs, like ARRAY[[''m.room.member'', ''@a:example.org'']]'
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    ev := roomserver.find_event(the_event_id);
+    ev := roomserver_internal.find_event(the_event_id);
     IF ev.outlier THEN
         RAISE EXCEPTION 'event % is an outlier: its state is not known', the_event_id
             USING ERRCODE = 'no_data_found', HINT = 'Ingest it again with its prev events once they are known.';
@@ -128,7 +128,7 @@ $$;
 CREATE OR REPLACE FUNCTION roomserver.state_at_event(event_id text, after boolean DEFAULT false, types text[] DEFAULT NULL, pairs text[] DEFAULT NULL)
 RETURNS TABLE (type text, state_key text, event_id text)
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT * FROM roomserver.state_at_nids($1, $2, $3, $4) $$;
+AS $$ SELECT * FROM roomserver_internal.state_at_nids($1, $2, $3, $4) $$;
 COMMENT ON FUNCTION roomserver.state_at_event(text, boolean, text[], text[]) IS 'The room state before (after => true: after) an event: all of it, some types, or some (type, state_key) pairs.';
 
 -- The auth chain of events as event NIDs: their auth events and the stored chains of those
@@ -159,7 +159,7 @@ $$;
 
 -- The event whose state a federation response serves: ERROR 22004 on NULLs, P0002 when the room
 -- or the event (in that room) is unknown or the event is an outlier (its state is not known).
-CREATE OR REPLACE FUNCTION roomserver.event_with_state(room_id text, event_id text, OUT room_nid bigint, OUT state_before bigint)
+CREATE OR REPLACE FUNCTION roomserver_internal.event_with_state(room_id text, event_id text, OUT room_nid bigint, OUT state_before bigint)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -169,7 +169,7 @@ BEGIN
     IF event_with_state.room_id IS NULL OR event_with_state.event_id IS NULL THEN
         RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    ev := roomserver.find_event(event_with_state.room_id, event_with_state.event_id);
+    ev := roomserver_internal.find_event(event_with_state.room_id, event_with_state.event_id);
     IF ev.outlier THEN
         RAISE EXCEPTION 'the state at event % is not known (outlier)', event_with_state.event_id USING ERRCODE = 'no_data_found';
     END IF;
@@ -189,7 +189,7 @@ DECLARE
     pdu_ids jsonb;
     chain_ids jsonb;
 BEGIN
-    ev := roomserver.event_with_state(state_ids.room_id, state_ids.event_id);
+    ev := roomserver_internal.event_with_state(state_ids.room_id, state_ids.event_id);
     SELECT COALESCE(jsonb_agg(x.event_id ORDER BY x.event_nid), '[]') INTO pdu_ids
     FROM roomserver.snapshot_entries(ev.room_nid, ev.state_before) s
     JOIN roomserver.stored_events x ON x.room_nid = ev.room_nid AND x.event_nid = s.event_nid;
@@ -211,19 +211,19 @@ DECLARE
     pdus jsonb;
     chain jsonb;
 BEGIN
-    ev := roomserver.event_with_state(state.room_id, state.event_id);
-    -- All PDUs built in one set-based statement each (roomserver.federation_pdus): one
+    ev := roomserver_internal.event_with_state(state.room_id, state.event_id);
+    -- All PDUs built in one set-based statement each (roomserver_internal.federation_pdus): one
     -- event_pdu call per event made a 67,000-event response take 18 s.
-    SELECT roomserver.federation_pdus(ev.room_nid, COALESCE(array_agg(s.event_nid ORDER BY s.event_nid), '{}')) INTO pdus
+    SELECT roomserver_internal.federation_pdus(ev.room_nid, COALESCE(array_agg(s.event_nid ORDER BY s.event_nid), '{}')) INTO pdus
     FROM roomserver.snapshot_entries(ev.room_nid, ev.state_before) s;
-    SELECT roomserver.federation_pdus(ev.room_nid, COALESCE(array_agg(c.event_nid ORDER BY c.event_nid), '{}')) INTO chain
+    SELECT roomserver_internal.federation_pdus(ev.room_nid, COALESCE(array_agg(c.event_nid ORDER BY c.event_nid), '{}')) INTO chain
     FROM roomserver.state_auth_chain(ev.room_nid, ev.state_before) c;
     RETURN jsonb_build_object('pdus', pdus, 'auth_chain', chain);
 END
 $$;
 
 -- The room of a room ID, or ERROR P0002 (404 M_NOT_FOUND).
-CREATE OR REPLACE FUNCTION roomserver.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
+CREATE OR REPLACE FUNCTION roomserver_internal.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -241,7 +241,7 @@ CREATE OR REPLACE FUNCTION roomserver.forward_extremities(room_id text) RETURNS 
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT e.event_id
-    FROM roomserver.find_room(room_id) r
+    FROM roomserver_internal.find_room(room_id) r
     JOIN roomserver.extremities x ON x.room_nid = r.room_nid
     JOIN roomserver.stored_events e ON e.room_nid = x.room_nid AND e.event_nid = x.event_nid
     ORDER BY e.depth, e.event_id

@@ -5,7 +5,7 @@
 
 -- This server's name (setting roomserver.server_name), for the origin of transactions; ERROR
 -- 55000 when it is not set.
-CREATE OR REPLACE FUNCTION roomserver.origin() RETURNS text
+CREATE OR REPLACE FUNCTION roomserver_internal.origin() RETURNS text
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -25,7 +25,7 @@ $$;
 -- the content of m.room.history_visibility in the state after it and, only where that says
 -- invited or joined, the memberships there of the users of server_name (after the first ':'
 -- of the user ID). Each distinct state is looked up once.
-CREATE OR REPLACE FUNCTION roomserver.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
+CREATE OR REPLACE FUNCTION roomserver_internal.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
 RETURNS TABLE (ord bigint, outlier boolean, history_visibility jsonb, memberships text[])
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
@@ -65,7 +65,7 @@ $$;
 -- The same JSON as roomserver.event_pdu, built for the whole batch in one set-based query:
 -- calling event_pdu per event cost about 0.3 ms each (three SQL function calls), which was most
 -- of a 100-event backfill.
-CREATE OR REPLACE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     WITH u AS (
@@ -109,17 +109,17 @@ AS $$
 $$;
 
 -- The same, every event visible (the state and auth chain bodies, which are not filtered).
-CREATE OR REPLACE FUNCTION roomserver.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT roomserver.federation_pdus(room_nid, event_nids, array_fill(true, ARRAY[cardinality(event_nids)]))
+    SELECT roomserver_internal.federation_pdus(room_nid, event_nids, array_fill(true, ARRAY[cardinality(event_nids)]))
 $$;
 
 -- A transaction-shaped body: {"origin", "origin_server_ts" (the time of the call), "pdus"}.
-CREATE OR REPLACE FUNCTION roomserver.transaction_body(pdus jsonb) RETURNS jsonb
+CREATE OR REPLACE FUNCTION roomserver_internal.transaction_body(pdus jsonb) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT jsonb_build_object('origin', roomserver.origin(),
+    SELECT jsonb_build_object('origin', roomserver_internal.origin(),
                               'origin_server_ts', (extract(epoch FROM statement_timestamp()) * 1000)::bigint,
                               'pdus', pdus)
 $$;
@@ -128,8 +128,8 @@ $$;
 CREATE OR REPLACE FUNCTION roomserver.backfill(room_id text, v text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT roomserver.transaction_body(roomserver.federation_pdus(w.room_nid, w.event_nids, w.visible))
-    FROM roomserver.backfill_walk($1, $2, $3, $4) w
+    SELECT roomserver_internal.transaction_body(roomserver_internal.federation_pdus(w.room_nid, w.event_nids, w.visible))
+    FROM roomserver_internal.backfill_walk($1, $2, $3, $4) w
 $$;
 COMMENT ON FUNCTION roomserver.backfill(text, text[], integer, text) IS
     'Body of GET /_matrix/federation/v1/backfill: the v events and their ancestors, newest first, at most limit (clamped to 1000).';
@@ -138,8 +138,8 @@ COMMENT ON FUNCTION roomserver.backfill(text, text[], integer, text) IS
 CREATE OR REPLACE FUNCTION roomserver.forwards_fill(room_id text, from_event_id text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT roomserver.transaction_body(roomserver.federation_pdus(w.room_nid, w.event_nids, w.visible))
-    FROM roomserver.forwards_fill_walk($1, $2, $3, $4) w
+    SELECT roomserver_internal.transaction_body(roomserver_internal.federation_pdus(w.room_nid, w.event_nids, w.visible))
+    FROM roomserver_internal.forwards_fill_walk($1, $2, $3, $4) w
 $$;
 COMMENT ON FUNCTION roomserver.forwards_fill(text, text[], integer, text) IS
     'Body of MSC4000 GET /_matrix/federation/v1/forwards_fill: the given events and their successors, oldest first, at most limit (clamped to 1000).';
@@ -150,8 +150,8 @@ CREATE OR REPLACE FUNCTION roomserver.get_missing_events(room_id text, earliest_
                                               requesting_server text DEFAULT NULL) RETURNS jsonb
 LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
-    SELECT jsonb_build_object('events', roomserver.federation_pdus(w.room_nid, w.event_nids, w.visible))
-    FROM roomserver.get_missing_events_walk($1, $2, $3, $4, $5, $6) w
+    SELECT jsonb_build_object('events', roomserver_internal.federation_pdus(w.room_nid, w.event_nids, w.visible))
+    FROM roomserver_internal.get_missing_events_walk($1, $2, $3, $4, $5, $6) w
 $$;
 COMMENT ON FUNCTION roomserver.get_missing_events(text, text[], text[], integer, bigint, text) IS
     'Body of POST /_matrix/federation/v1/get_missing_events: events after earliest_events and before latest_events, oldest first, at most limit (clamped to 1000).';
@@ -169,8 +169,8 @@ BEGIN
     IF event_auth.room_id IS NULL OR event_auth.event_id IS NULL THEN
         RAISE EXCEPTION 'room_id and event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    ev := roomserver.find_event(event_auth.room_id, event_auth.event_id);
-    SELECT roomserver.federation_pdus(ev.room_nid, COALESCE(array_agg(c.event_nid ORDER BY c.event_nid), '{}')) INTO chain
+    ev := roomserver_internal.find_event(event_auth.room_id, event_auth.event_id);
+    SELECT roomserver_internal.federation_pdus(ev.room_nid, COALESCE(array_agg(c.event_nid ORDER BY c.event_nid), '{}')) INTO chain
     FROM roomserver.auth_chain_nids(ev.room_nid, ARRAY[ev.event_nid]) c;
     RETURN jsonb_build_object('auth_chain', chain);
 END
@@ -189,11 +189,11 @@ BEGIN
     IF event.event_id IS NULL THEN
         RAISE EXCEPTION 'event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    ev := roomserver.find_event(event.event_id);
+    ev := roomserver_internal.find_event(event.event_id);
     IF requesting_server IS NOT NULL THEN
-        visible := (roomserver.server_may_see_events(ev.room_nid, ARRAY[ev.event_nid], requesting_server))[1];
+        visible := (roomserver_internal.server_may_see_events(ev.room_nid, ARRAY[ev.event_nid], requesting_server))[1];
     END IF;
-    RETURN roomserver.transaction_body(roomserver.federation_pdus(ev.room_nid, ARRAY[ev.event_nid], ARRAY[visible]));
+    RETURN roomserver_internal.transaction_body(roomserver_internal.federation_pdus(ev.room_nid, ARRAY[ev.event_nid], ARRAY[visible]));
 END
 $$;
 
@@ -225,7 +225,7 @@ BEGIN
     IF jsonb_typeof(pdu -> 'room_id') IS DISTINCT FROM 'string' THEN
         RAISE EXCEPTION 'missing_events: room_id must be a string' USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    room := (roomserver.find_room(pdu ->> 'room_id')).room_nid;
+    room := (roomserver_internal.find_room(pdu ->> 'room_id')).room_nid;
     -- References are event IDs, or [event_id, hashes] pairs in room versions 1 and 2.
     WITH refs AS (
         SELECT r.kind, r.pos, CASE jsonb_typeof(r.ref) WHEN 'string' THEN r.ref #>> '{}' WHEN 'array' THEN r.ref ->> 0 END AS id
@@ -259,7 +259,7 @@ RETURNS TABLE (event_id text, depth bigint, outlier boolean, missing_prev_events
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     SELECT e.event_id, e.depth, e.outlier, array_agg(ed.target_event_id ORDER BY ed.position)
-    FROM roomserver.find_room(room_id) r
+    FROM roomserver_internal.find_room(room_id) r
     JOIN roomserver.event_edges ed ON ed.room_nid = r.room_nid AND ed.target_nid IS NULL AND ed.kind = 'p'
     JOIN roomserver.stored_events e ON e.room_nid = ed.room_nid AND e.event_nid = ed.event_nid
     GROUP BY e.event_id, e.depth, e.outlier

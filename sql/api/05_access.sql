@@ -7,7 +7,8 @@
 --           SECURITY DEFINER (owner's rights, pinned search_path), so a writer needs no write
 --           privilege on any table: what it stores always goes through ingest's checks.
 --   admin:  the extension's owner (the superuser who ran CREATE EXTENSION): everything else,
---           DDL, the internal write functions (assign_*_nids, store_snapshot), these grants.
+--           DDL, the write functions (assign_*_nids, roomserver_internal.store_snapshot), these
+--           grants.
 -- Re-running them is harmless; every upgrade re-grants what a new release adds to existing
 -- readers and writers (99_finalize.sql).
 
@@ -17,10 +18,12 @@ AS $$
 DECLARE
     f regprocedure;
 BEGIN
-    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA roomserver TO %s', role);
+    -- The read functions run with the caller's rights and call the internal ones.
+    EXECUTE pg_catalog.format('GRANT USAGE ON SCHEMA roomserver, roomserver_internal TO %s', role);
     EXECUTE pg_catalog.format('GRANT SELECT ON ALL TABLES IN SCHEMA roomserver TO %s', role);
     FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
-             WHERE p.pronamespace = 'roomserver'::pg_catalog.regnamespace AND p.provolatile <> 'v'
+             WHERE p.pronamespace IN ('roomserver'::pg_catalog.regnamespace, 'roomserver_internal'::pg_catalog.regnamespace)
+               AND p.provolatile <> 'v'
              ORDER BY p.oid
     LOOP
         EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION %s TO %s', f, role);
@@ -44,10 +47,10 @@ CREATE OR REPLACE FUNCTION roomserver.revoke_access(role regrole) RETURNS void
 LANGUAGE plpgsql VOLATILE STRICT
 AS $$
 BEGIN
-    EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA roomserver FROM %s', role);
+    EXECUTE pg_catalog.format('REVOKE ALL ON ALL FUNCTIONS IN SCHEMA roomserver, roomserver_internal FROM %s', role);
     EXECUTE pg_catalog.format('REVOKE ALL ON ALL TABLES IN SCHEMA roomserver FROM %s', role);
     EXECUTE pg_catalog.format('REVOKE ALL ON ALL SEQUENCES IN SCHEMA roomserver FROM %s', role);
-    EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA roomserver FROM %s', role);
+    EXECUTE pg_catalog.format('REVOKE ALL ON SCHEMA roomserver, roomserver_internal FROM %s', role);
 END
 $$;
 COMMENT ON FUNCTION roomserver.revoke_access(regrole) IS 'Takes every privilege on the extension''s schema, tables and functions from a role.';

@@ -24,7 +24,8 @@ DO $$
 DECLARE
     f regprocedure;
 BEGIN
-    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p WHERE p.pronamespace = 'roomserver'::pg_catalog.regnamespace
+    FOR f IN SELECT p.oid::regprocedure FROM pg_catalog.pg_proc p
+             WHERE p.pronamespace IN ('roomserver'::pg_catalog.regnamespace, 'roomserver_internal'::pg_catalog.regnamespace)
     LOOP
         EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, roomserver, pg_temp', f);
     END LOOP;
@@ -32,7 +33,7 @@ END
 $$;
 
 -- Nothing is granted to PUBLIC; roomserver.grant_reader / grant_writer grant what a role needs.
-REVOKE ALL ON ALL FUNCTIONS IN SCHEMA roomserver FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA roomserver, roomserver_internal FROM PUBLIC;
 
 -- An upgrade gives existing readers and writers what the new release adds (a fresh install
 -- has none). A reader is a role that may call state_ids, a writer one that may call ingest_event.

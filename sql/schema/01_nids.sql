@@ -1,3 +1,9 @@
+-- The extension's second schema: functions the API is built from (the walks, PDU assembly, the
+-- snapshot store, lookups that raise 404s) that are not part of it. Callers use schema
+-- roomserver; readers may execute what is here only because the read functions call it.
+CREATE SCHEMA roomserver_internal;
+COMMENT ON SCHEMA roomserver_internal IS 'pg_roomserver internals: not an API, may change in any release.';
+
 -- Numeric IDs (NIDs): every Matrix string the roomserver stores is mapped to a bigint, never 0,
 -- so that state and graph tables hold 8-byte integers instead of 40-byte strings (seed 004,
 -- Dendrite's "Numeric IDs").

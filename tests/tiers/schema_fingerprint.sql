@@ -8,7 +8,7 @@ SELECT 'function ' || p.oid::regprocedure || ' ' || pg_get_function_result(p.oid
        || ' config=' || coalesce(array_to_string(p.proconfig, ','), '') || ' acl=' || coalesce(p.proacl::text, 'default')
        || ' comment=' || coalesce(obj_description(p.oid, 'pg_proc'), '') || E'\n'
        || CASE WHEN p.prolang = (SELECT oid FROM pg_language WHERE lanname = 'c') THEN p.prosrc ELSE pg_get_functiondef(p.oid) END
-FROM pg_proc p WHERE p.pronamespace = 'roomserver'::regnamespace
+FROM pg_proc p WHERE p.pronamespace IN ('roomserver'::regnamespace, 'roomserver_internal'::regnamespace)
 ORDER BY 1;
 SELECT 'relation ' || c.relkind::text || ' ' || c.oid::regclass || ' acl=' || coalesce(c.relacl::text, 'default')
        || ' comment=' || coalesce(obj_description(c.oid, 'pg_class'), '')
@@ -34,5 +34,5 @@ FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid WHERE c.relnamespace = 
 SELECT 'dumped ' || c::regclass || ' ' || coalesce(w, '')
 FROM pg_extension e, unnest(e.extconfig, e.extcondition) AS u(c, w)
 WHERE e.extname = 'pg_roomserver' ORDER BY 1;
-SELECT 'schema acl=' || coalesce(nspacl::text, 'default') FROM pg_namespace WHERE nspname = 'roomserver';
+SELECT 'schema ' || nspname || ' acl=' || coalesce(nspacl::text, 'default') FROM pg_namespace WHERE nspname IN ('roomserver', 'roomserver_internal') ORDER BY nspname;
 SELECT 'event type ' || event_type_nid || ' ' || event_type FROM roomserver.event_types WHERE event_type_nid < 65536 ORDER BY event_type_nid;

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Upgrade tier: data written under 0.1.0 stays readable after ALTER EXTENSION pg_roomserver UPDATE.
-# Installs 0.1.0 (the frozen script sql/pg_roomserver--0.1.0.sql), loads a generated forked room
-# and the sample room, updates, and compares with a fresh install of the current version that
-# loaded the same rooms: the schema (every member object, its definition, settings and
-# privileges: tests/tiers/schema_fingerprint.sql), every table row for row, and what the read
-# functions return at every event. Needs PGHOST/PGPORT/PGUSER of a cluster with the extension
-# installed (scripts/test.sh runs it against the pg_regress cluster).
-set -euo pipefail
-REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Upgrade tier: data written by 0.1.0 stays readable after ALTER EXTENSION pg_roomserver UPDATE.
+# Builds and installs the real 0.1.0 (its commit, tag v0.1.0, in a target directory of its own),
+# checks that its install script is the frozen sql/pg_roomserver--0.1.0.sql, loads a generated
+# forked room under it, installs the current build again, updates, ingests the rest of the room,
+# and compares with a fresh install of the current version that loaded the same events: the
+# schema (every member object, its definition, settings and privileges:
+# tests/tiers/schema_fingerprint.sql), every table row for row, and what the read functions
+# return at every event. Needs PGHOST/PGPORT/PGUSER of a cluster (scripts/test.sh runs it against
+# the pg_regress cluster) and the git history (the 0.1.0 commit).
+. "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+OLD_VERSION=0.1.0
+OLD_COMMIT=68bd9aef0056e46cd36b570c86b17196acca24fa
 WORK="$(mktemp -d /tmp/pg_roomserver-upgrade.XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
+# Whatever happens, leave the current build installed.
+trap 'install_extension >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 cd "$REPO"
 
 "$REPO/scripts/upgrade-script.sh" --check 0.1.0 0.2.0
@@ -58,9 +62,23 @@ SQL
 for db in upgraded fresh; do
     PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS pg_roomserver_$db" -c "CREATE DATABASE pg_roomserver_$db"
 done
-# 1,500 events written under 0.1.0, the rest of the room (and the sample room) after the update.
-"${PSQL[@]}" -d pg_roomserver_upgraded -c "CREATE EXTENSION pg_roomserver VERSION '0.1.0'"
+# The 0.1.0 build, from its commit (not from this tree's frozen script).
+git cat-file -e "$OLD_COMMIT^{commit}" 2>/dev/null || { echo "upgrade: commit $OLD_COMMIT ($OLD_VERSION) is not in this clone's history" >&2; exit 1; }
+mkdir -p "$WORK/src-$OLD_VERSION"
+git archive "$OLD_COMMIT" | tar -x -C "$WORK/src-$OLD_VERSION"
+log "upgrade: building and installing $OLD_VERSION (target/pg_roomserver-$OLD_VERSION)"
+(cd "$WORK/src-$OLD_VERSION" && CARGO_TARGET_DIR="$REPO/target/pg_roomserver-$OLD_VERSION" \
+    cargo pgrx install --pg-config "$PG_CONFIG" >"$WORK/build-$OLD_VERSION.log" 2>&1) \
+    || { tail -20 "$WORK/build-$OLD_VERSION.log" >&2; echo "upgrade: building $OLD_VERSION failed" >&2; exit 1; }
+cmp "$("$PG_CONFIG" --sharedir)/extension/pg_roomserver--$OLD_VERSION.sql" "sql/pg_roomserver--$OLD_VERSION.sql" \
+    || { echo "upgrade: sql/pg_roomserver--$OLD_VERSION.sql is not what $OLD_VERSION installs" >&2; exit 1; }
+
+# 1,500 events written by 0.1.0, the rest of the room (and the sample room) after the update.
+"${PSQL[@]}" -d pg_roomserver_upgraded -c "CREATE EXTENSION pg_roomserver"
+"${PSQL[@]}" -d pg_roomserver_upgraded -A -t -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_roomserver'" | grep -qx "$OLD_VERSION"
 load pg_roomserver_upgraded 1 1500
+log "upgrade: installing the current build again"
+install_extension >"$WORK/install.log" 2>&1 || { tail -20 "$WORK/install.log" >&2; exit 1; }
 "${PSQL[@]}" -d pg_roomserver_upgraded -c "ALTER EXTENSION pg_roomserver UPDATE"
 load pg_roomserver_upgraded 1501 1000000
 "${PSQL[@]}" -d pg_roomserver_fresh -c "CREATE EXTENSION pg_roomserver"
@@ -82,5 +100,5 @@ events=$(grep -c '^state ' "$WORK/upgraded.data")
 for db in upgraded fresh; do
     PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d postgres -c "DROP DATABASE pg_roomserver_$db"
 done
-[ "$status" -eq 0 ] && echo "upgrade: PASS (0.1.0 -> $(cat "$WORK/upgraded.version"); schema equal to a fresh install; $events events read the same)"
+[ "$status" -eq 0 ] && echo "upgrade: PASS ($OLD_VERSION build -> $(cat "$WORK/upgraded.version"); schema equal to a fresh install; $events events read the same)"
 exit "$status"
