@@ -4,7 +4,9 @@
 #                          differential test of state resolution against Synapse from PyPI
 #   2. cargo pgrx test   — #[pg_test]s inside PostgreSQL 15
 #   3. pg_regress        — tests/pg_regress/sql vs expected, the SQL surface as a DBA types it,
-#                          plus the concurrency test of NID assignment (several sessions at once)
+#                          plus the concurrency tests (several sessions at once: NID assignment,
+#                          REPEATABLE READ duplicates, two-call transactions vs a new sender)
+#   4. storage tiers     — upgrade from the 0.1.0 build, privileges and search_path
 # Installs what it needs first (apt packages, cargo-pgrx 0.18.0). Usage: scripts/test.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -50,5 +52,14 @@ fi
 
 log "concurrency: NID assignment from several sessions at once"
 bash tests/concurrency/nid_race.sh
+log "concurrency: REPEATABLE READ sessions ingesting the same events (40001, never 23505)"
+bash tests/concurrency/rr_duplicate.sh
+log "concurrency: a two-call transaction against a call introducing a new sender (no deadlock)"
+bash tests/concurrency/deadlock_two_calls.sh
+
+log "tier 4: upgrade from the 0.1.0 build"
+bash tests/tiers/upgrade.sh
+log "tier 4: privileges, roles and planted search_path functions"
+bash tests/tiers/privileges.sh
 
 log "all tiers passed"
