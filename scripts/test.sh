@@ -6,7 +6,8 @@
 #   3. pg_regress        — tests/pg_regress/sql vs expected, the SQL surface as a DBA types it,
 #                          plus the concurrency tests (several sessions at once: NID assignment,
 #                          REPEATABLE READ duplicates, two-call transactions vs a new sender)
-#   4. storage tiers     — upgrade from the 0.1.0 build, privileges and search_path
+#   4. storage tiers     — upgrade from the 0.1.0 build, privileges and search_path, pg_dump and
+#                          restore, a hot standby, kill -9 mid-batch
 # Installs what it needs first (apt packages, cargo-pgrx 0.18.0). Usage: scripts/test.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -61,5 +62,11 @@ log "tier 4: upgrade from the 0.1.0 build"
 bash tests/tiers/upgrade.sh
 log "tier 4: privileges, roles and planted search_path functions"
 bash tests/tiers/privileges.sh
+log "tier 4: pg_dump (custom and plain) and restore into fresh databases"
+bash tests/tiers/dump_restore.sh
+log "tier 4: a streaming replica: reads equal to the primary, ingest 25006, a long-lived session"
+bash tests/tiers/standby.sh
+log "tier 4: kill -9 of the postmaster mid-batch"
+bash tests/tiers/crash_recovery.sh
 
 log "all tiers passed"
