@@ -7,7 +7,7 @@
 #                          plus the concurrency tests (several sessions at once: NID assignment,
 #                          REPEATABLE READ duplicates, two-call transactions vs a new sender)
 #   4. storage tiers     — upgrade from the 0.1.0 build, privileges and search_path, pg_dump and
-#                          restore, a hot standby, kill -9 mid-batch
+#                          restore, a hot standby, kill -9 mid-batch, a bounded fuzz
 # Installs what it needs first (apt packages, cargo-pgrx 0.18.0). Usage: scripts/test.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -68,5 +68,7 @@ log "tier 4: a streaming replica: reads equal to the primary, ingest 25006, a lo
 bash tests/tiers/standby.sh
 log "tier 4: kill -9 of the postmaster mid-batch"
 bash tests/tiers/crash_recovery.sh
+log "tier 4: fuzz: 10,000 mutated PDUs and random read arguments (fixed seed, bounded time)"
+bash tests/fuzz/run.sh
 
 log "all tiers passed"

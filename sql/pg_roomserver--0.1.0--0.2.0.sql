@@ -673,7 +673,7 @@ AS $$
         SELECT u.ord, x.outlier, x.state_after
         FROM unnest(event_nids) WITH ORDINALITY AS u(nid, ord)
         JOIN roomserver.stored_events x ON x.room_nid = visibility_inputs.room_nid AND x.event_nid = u.nid
-    ), snaps AS (
+    ), snaps AS MATERIALIZED (
         SELECT s.snap,
                (SELECT h.pdu_rest -> 'content'
                 FROM roomserver.snapshot_lookup(visibility_inputs.room_nid, s.snap, ARRAY[7::bigint], ARRAY[1::bigint]) l
@@ -685,7 +685,9 @@ AS $$
         FROM roomserver.event_state_keys k
         WHERE k.room_nid = visibility_inputs.room_nid AND k.state_key LIKE '@%'
           AND substr(k.state_key, strpos(k.state_key, ':') + 1) = server_name
-    ), members AS (
+    ), members AS MATERIALIZED (
+        -- Once per distinct state, not once per event row of the join below (inlined, it was
+        -- re-evaluated per event: 8 s instead of 51 ms for 1,000 events over 309 states).
         SELECT sn.snap, sn.hv,
                CASE WHEN sn.hv ->> 'history_visibility' IN ('invited', 'joined') THEN
                    (SELECT COALESCE(array_agg(m.pdu_rest -> 'content' ->> 'membership'), '{}')

@@ -14,6 +14,24 @@ CREATE FUNCTION pg_temp.states() RETURNS TABLE (room_id text, entries bigint, di
     FROM roomserver.current_state c GROUP BY c.room_id ORDER BY c.room_id
 $$;
 
+-- SET ROLE in a backend that has the state cached: a role that may run the function but not
+-- read the tables gets the tables' 42501, not the cached rows.
+SELECT count(*) AS sample_loaded FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM sample));
+SELECT room_nid, current_state AS snap FROM roomserver.rooms \gset
+CREATE ROLE regress_cache_nosel;
+GRANT USAGE ON SCHEMA roomserver TO regress_cache_nosel;
+GRANT EXECUTE ON FUNCTION roomserver.snapshot_entries(bigint, bigint) TO regress_cache_nosel;
+SELECT count(*) AS as_owner FROM roomserver.snapshot_entries(:room_nid, :snap);
+SET ROLE regress_cache_nosel;
+\set ON_ERROR_STOP 0
+SELECT count(*) AS as_role_without_select FROM roomserver.snapshot_entries(:room_nid, :snap);
+\set ON_ERROR_STOP 1
+RESET ROLE;
+DROP OWNED BY regress_cache_nosel;
+DROP ROLE regress_cache_nosel;
+TRUNCATE roomserver.rooms, roomserver.event_state_keys, roomserver.stored_events, roomserver.event_edges,
+         roomserver.state_blocks, roomserver.state_snapshots, roomserver.extremities RESTART IDENTITY;
+
 -- A whole transaction rolled back: its events and states are gone, and the cache forgets them.
 BEGIN;
 SELECT count(*) AS sample_loaded FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM sample));
