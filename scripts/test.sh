@@ -19,14 +19,14 @@ chmod 755 "$WORK"
 cleanup() { stop_cluster; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-log "tier 1/3: cargo test (pure core, room generator)"
+log "tier 1/4: cargo test (pure core, room generator)"
 cargo test --workspace --exclude pg_roomserver
 
-log "tier 1/3: differential test of state resolution against Synapse (PyPI)"
+log "tier 1/4: differential test of state resolution against Synapse (PyPI)"
 ensure_synapse
 SYNAPSE_PYTHON="$SYNAPSE_VENV/bin/python" cargo test --release -p differential -- --ignored --nocapture
 
-log "tier 2/3: cargo pgrx test pg15"
+log "tier 2/4: cargo pgrx test pg15"
 if [ "$(id -u)" = 0 ]; then
     # pgrx creates PGDATA below this directory as the postgres user.
     mkdir -p "$WORK/pgrx-data" && chown postgres: "$WORK/pgrx-data"
@@ -35,7 +35,7 @@ else
     cargo pgrx test pg15
 fi
 
-log "tier 3/3: pg_regress"
+log "tier 3/4: pg_regress"
 install_extension
 start_cluster "$WORK/cluster"
 mkdir -p "$WORK/regress"
@@ -58,17 +58,17 @@ bash tests/concurrency/rr_duplicate.sh
 log "concurrency: a two-call transaction against a call introducing a new sender (no deadlock)"
 bash tests/concurrency/deadlock_two_calls.sh
 
-log "tier 4: upgrade from the 0.1.0 build"
+log "tier 4/4: upgrade from the 0.1.0 build"
 bash tests/tiers/upgrade.sh
-log "tier 4: privileges, roles and planted search_path functions"
+log "tier 4/4: privileges, roles and planted search_path functions"
 bash tests/tiers/privileges.sh
-log "tier 4: pg_dump (custom and plain) and restore into fresh databases"
+log "tier 4/4: pg_dump (custom and plain) and restore into fresh databases"
 bash tests/tiers/dump_restore.sh
-log "tier 4: a streaming replica: reads equal to the primary, ingest 25006, a long-lived session"
+log "tier 4/4: a streaming replica: reads equal to the primary, ingest 25006, a long-lived session"
 bash tests/tiers/standby.sh
-log "tier 4: kill -9 of the postmaster mid-batch"
+log "tier 4/4: kill -9 of the postmaster mid-batch"
 bash tests/tiers/crash_recovery.sh
-log "tier 4: fuzz: 10,000 mutated PDUs and random read arguments (fixed seed, bounded time)"
+log "tier 4/4: fuzz: 10,000 mutated PDUs and random read arguments (fixed seed, bounded time)"
 bash tests/fuzz/run.sh
 
 log "all tiers passed"
