@@ -1,13 +1,12 @@
 #!/usr/bin/env bash
 # A/B benchmark of the hot ingest path against the previous release: builds the previous
-# release (its commit, in target/release-OLD) and the current tree in release mode, then runs
+# release (its commit, in target/pg_roomserver-OLD-release) and the current tree in release mode, then runs
 # bench/ingest_single.sql (3,000 single-event calls, each committed) ROUNDS times with each
 # build, alternating, in one throwaway cluster. Prints events/s per round and the means.
 # Usage: scripts/bench-release-ab.sh [ROUNDS]   (default 3; output also in bench/out/release-ab.txt)
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROUNDS=${1:-3}
-OLD_VERSION=0.1.0
-OLD_COMMIT=68bd9aef0056e46cd36b570c86b17196acca24fa
+OLD_VERSION=$PREVIOUS_VERSION
 
 ensure_prerequisites
 cd "$REPO"
@@ -15,13 +14,9 @@ DIR="$(mktemp -d /tmp/pg_roomserver-ab.XXXXXX)"
 chmod 755 "$DIR"
 start_cluster "$DIR/cluster"
 trap 'stop_cluster; rm -rf "$DIR"; install_extension >/dev/null 2>&1 || true' EXIT
-mkdir -p "$DIR/src-$OLD_VERSION" bench/out
-git archive "$OLD_COMMIT" | tar -x -C "$DIR/src-$OLD_VERSION"
+mkdir -p bench/out
 
-install_old() {
-    (cd "$DIR/src-$OLD_VERSION" && CARGO_TARGET_DIR="$REPO/target/release-$OLD_VERSION" \
-        cargo pgrx install --release --pg-config "$PG_CONFIG" >"$DIR/old.log" 2>&1) || { tail -20 "$DIR/old.log" >&2; exit 1; }
-}
+install_old() { install_previous_release --release || exit 1; }
 install_new() { install_extension --release >"$DIR/new.log" 2>&1 || { tail -20 "$DIR/new.log" >&2; exit 1; }; }
 round() {
     psql -X -q -d postgres -c "DROP DATABASE IF EXISTS ab" -c "CREATE DATABASE ab" 2>/dev/null
@@ -39,6 +34,6 @@ mean() { local s=0 n=0 x; for x in "$@"; do s=$((s + x)); n=$((n + 1)); done; ec
 {
     echo "# scripts/bench-release-ab.sh $ROUNDS  ($(date -u +%Y-%m-%d), $(nproc) cores, PostgreSQL $PG_VERSION, fsync=off, release builds)"
     echo "single-event ingest, 3,000 calls each committed (bench/ingest_single.sql), events/s"
-    echo "$OLD_VERSION ($OLD_COMMIT): ${old[*]}  mean $(mean "${old[@]}")"
+    echo "$OLD_VERSION ($PREVIOUS_COMMIT): ${old[*]}  mean $(mean "${old[@]}")"
     echo "current ($(git rev-parse --short HEAD)): ${new[*]}  mean $(mean "${new[@]}")"
 } | tee bench/out/release-ab.txt

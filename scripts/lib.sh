@@ -107,3 +107,23 @@ install_extension() {
         esac
     done
 }
+
+# The previous release, which upgrade scripts start from: its version and commit.
+PREVIOUS_VERSION=0.1.0
+PREVIOUS_COMMIT=68bd9aef0056e46cd36b570c86b17196acca24fa
+
+# install_previous_release [--release]: builds the previous release from its commit (exported
+# with git archive, in a target directory of its own so the current build stays warm) and
+# installs it into PostgreSQL's directories in place of the current build. Needs the history.
+install_previous_release() {
+    local profile=debug; [ "${1:-}" = --release ] && profile=release
+    git -C "$REPO" cat-file -e "$PREVIOUS_COMMIT^{commit}" 2>/dev/null \
+        || { echo "commit $PREVIOUS_COMMIT ($PREVIOUS_VERSION) is not in this clone's history" >&2; return 1; }
+    local src; src="$(mktemp -d /tmp/pg_roomserver-$PREVIOUS_VERSION.XXXXXX)"
+    git -C "$REPO" archive "$PREVIOUS_COMMIT" | tar -x -C "$src"
+    local target="$REPO/target/pg_roomserver-$PREVIOUS_VERSION"
+    [ "$profile" = release ] && target="$target-release"
+    (cd "$src" && CARGO_TARGET_DIR="$target" cargo pgrx install "$@" --pg-config "$PG_CONFIG" >"$src.log" 2>&1) \
+        || { tail -20 "$src.log" >&2; rm -rf "$src" "$src.log"; echo "building $PREVIOUS_VERSION failed" >&2; return 1; }
+    rm -rf "$src" "$src.log"
+}

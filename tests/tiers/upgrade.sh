@@ -9,8 +9,7 @@
 # return at every event. Needs PGHOST/PGPORT/PGUSER of a cluster (scripts/test.sh runs it against
 # the pg_regress cluster) and the git history (the 0.1.0 commit).
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
-OLD_VERSION=0.1.0
-OLD_COMMIT=68bd9aef0056e46cd36b570c86b17196acca24fa
+OLD_VERSION=$PREVIOUS_VERSION
 WORK="$(mktemp -d /tmp/pg_roomserver-upgrade.XXXXXX)"
 # Whatever happens, leave the current build installed.
 trap 'install_extension >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
@@ -63,13 +62,8 @@ for db in upgraded fresh; do
     PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS pg_roomserver_$db" -c "CREATE DATABASE pg_roomserver_$db"
 done
 # The 0.1.0 build, from its commit (not from this tree's frozen script).
-git cat-file -e "$OLD_COMMIT^{commit}" 2>/dev/null || { echo "upgrade: commit $OLD_COMMIT ($OLD_VERSION) is not in this clone's history" >&2; exit 1; }
-mkdir -p "$WORK/src-$OLD_VERSION"
-git archive "$OLD_COMMIT" | tar -x -C "$WORK/src-$OLD_VERSION"
 log "upgrade: building and installing $OLD_VERSION (target/pg_roomserver-$OLD_VERSION)"
-(cd "$WORK/src-$OLD_VERSION" && CARGO_TARGET_DIR="$REPO/target/pg_roomserver-$OLD_VERSION" \
-    cargo pgrx install --pg-config "$PG_CONFIG" >"$WORK/build-$OLD_VERSION.log" 2>&1) \
-    || { tail -20 "$WORK/build-$OLD_VERSION.log" >&2; echo "upgrade: building $OLD_VERSION failed" >&2; exit 1; }
+install_previous_release
 cmp "$("$PG_CONFIG" --sharedir)/extension/pg_roomserver--$OLD_VERSION.sql" "sql/pg_roomserver--$OLD_VERSION.sql" \
     || { echo "upgrade: sql/pg_roomserver--$OLD_VERSION.sql is not what $OLD_VERSION installs" >&2; exit 1; }
 
