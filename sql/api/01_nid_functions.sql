@@ -56,6 +56,7 @@ AS $$
 DECLARE
     wanted bigint;
     got bigint;
+    unknown_room bigint;
 BEGIN
     IF cardinality(room_nids) <> cardinality(state_keys) THEN
         RAISE EXCEPTION 'room_nids and state_keys must have the same length (% vs %)', cardinality(room_nids), cardinality(state_keys)
@@ -77,6 +78,15 @@ BEGIN
         CROSS JOIN LATERAL (SELECT x.room_nid, x.state_key, x.state_key_nid FROM roomserver.event_state_keys x
                             WHERE x.state_key = d.s AND x.room_nid = d.r OFFSET 0) k;
     GET DIAGNOSTICS got = ROW_COUNT;
+    IF got < wanted THEN
+        -- A room that does not exist is the caller's mistake, not a race to retry (the empty
+        -- state key of an unknown room is never inserted, so no foreign key reports it).
+        SELECT min(u.r) INTO unknown_room FROM unnest(room_nids) AS u(r)
+        WHERE u.r IS NOT NULL AND NOT EXISTS (SELECT 1 FROM roomserver.rooms x WHERE x.room_nid = u.r);
+        IF unknown_room IS NOT NULL THEN
+            RAISE EXCEPTION 'room NID % is not known', unknown_room USING ERRCODE = 'foreign_key_violation';
+        END IF;
+    END IF;
     PERFORM roomserver_internal.raise_if_invisible('state key NIDs', wanted, got);
 END
 $$;

@@ -149,6 +149,11 @@ BEGIN READ ONLY;
 SELECT regress_util.try(format('SELECT roomserver.ingest_event(%L::jsonb)', :'mprime')) AS read_only;
 COMMIT;
 
+-- The admin function that assigns state key NIDs: an unknown room is 23503, not a 40001 that
+-- asks for a retry that can never help (the empty key of an unknown room is never inserted).
+SELECT regress_util.try('SELECT * FROM roomserver.assign_state_key_nids(ARRAY[999999]::bigint[], ARRAY[''''])') AS empty_key_unknown_room;
+SELECT regress_util.try('SELECT * FROM roomserver.assign_state_key_nids(ARRAY[999999]::bigint[], ARRAY[''@a:x''])') AS user_key_unknown_room;
+
 -- The cache's size is a setting (superuser), in memory units.
 SHOW roomserver.cache_size;
 SET roomserver.cache_size = '1MB';
