@@ -70,11 +70,22 @@ start_cluster() {
     mkdir -p "$CLUSTER_DIR"
     chmod 755 "$CLUSTER_DIR"
     if [ "$(id -u)" = 0 ]; then chown postgres: "$CLUSTER_DIR"; fi
-    local port; port="$(free_port)"
     as_cluster_user "$PG_BIN/initdb" -D "$CLUSTER_DIR/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-    as_cluster_user "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w \
-        -o "-p $port -k $CLUSTER_DIR -c listen_addresses=localhost -c fsync=off" start >/dev/null
-    export PGHOST="$CLUSTER_DIR" PGPORT="$port" PGUSER=postgres
+    # free_port only probes: a cluster started elsewhere at the same moment can take the port
+    # first ("Address already in use"), so the start is tried again on another free port.
+    local port attempt
+    for attempt in 1 2 3; do
+        port="$(free_port)"
+        if as_cluster_user "$PG_BIN/pg_ctl" -D "$CLUSTER_DIR/data" -l "$CLUSTER_DIR/server.log" -w \
+            -o "-p $port -k $CLUSTER_DIR -c listen_addresses=localhost -c fsync=off" start >/dev/null; then
+            export PGHOST="$CLUSTER_DIR" PGPORT="$port" PGUSER=postgres
+            return 0
+        fi
+        log "starting the cluster in $CLUSTER_DIR on port $port failed (attempt $attempt): $(tail -n 2 "$CLUSTER_DIR/server.log" 2>/dev/null | tr '\n' ' ')"
+        sleep 1
+    done
+    echo "could not start a cluster in $CLUSTER_DIR" >&2
+    return 1
 }
 
 stop_cluster() {

@@ -50,31 +50,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_cluster with retries: free_port can race with another cluster starting at the same
-# moment (initdb takes a while), and then pg_ctl fails on "Address already in use".
-start_fuzz_cluster() {
-    local attempt rc
-    for attempt in 1 2 3; do
-        set +e
-        (set -e; start_cluster "$WORK/cluster$attempt")
-        rc=$?
-        set -e
-        CLUSTER_DIR="$WORK/cluster$attempt"
-        if [ "$rc" -eq 0 ]; then
-            export PGHOST="$CLUSTER_DIR" PGPORT="$(sed -n 4p "$CLUSTER_DIR/data/postmaster.pid")" PGUSER=postgres
-            return 0
-        fi
-        log "fuzz: cluster start failed (attempt $attempt), retrying"
-        tail -n 3 "$CLUSTER_DIR/server.log" >&2 2>/dev/null || true
-        stop_cluster
-        sleep 1
-    done
-    echo "fuzz: could not start a cluster" >&2
-    exit 2
-}
-
 started=$SECONDS
-start_fuzz_cluster
+start_cluster "$WORK/cluster" || exit 2
 export PGDATABASE=pg_roomserver_fuzz
 "$PG_BIN/createdb" "$PGDATABASE"
 "$PG_BIN/psql" -X -q -v ON_ERROR_STOP=1 -c "CREATE EXTENSION pg_roomserver"

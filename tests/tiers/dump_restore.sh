@@ -32,7 +32,7 @@ trap cleanup EXIT
 wait_for_extension
 gen_room "$WORK/room.jsonl"
 chmod 644 "$WORK/room.jsonl"
-start_cluster_retry "$WORK/cluster"
+start_cluster "$WORK/cluster"
 log "dump_restore: cluster on port $PGPORT"
 
 failures=()

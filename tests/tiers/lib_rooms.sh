@@ -49,31 +49,6 @@ wait_for_extension() {
     fail "the pg_roomserver install did not settle (its library and SQL scripts kept changing, or one is missing)"
 }
 
-# start_cluster_retry DIR: lib.sh's start_cluster, tried up to 3 times: free_port only probes,
-# so a cluster started at the same moment by another run can take the port first.
-start_cluster_retry() {
-    local dir=$1 i rc
-    for i in 1 2 3; do
-        set +e
-        (set -e; start_cluster "$dir") 2> "$dir.start.err"
-        rc=$?
-        set -e
-        if [ "$rc" = 0 ]; then
-            rm -f "$dir.start.err"
-            CLUSTER_DIR="$dir"
-            PGPORT=$(sed -n 4p "$dir/data/postmaster.pid")
-            export PGHOST="$dir" PGPORT PGUSER=postgres
-            return 0
-        fi
-        log "starting a cluster in $dir failed (attempt $i): $(tail -3 "$dir/server.log" 2>/dev/null | tr '\n' ' ')"
-        as_cluster_user "$PG_BIN/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
-        rm -rf "$dir"
-        sleep 1
-    done
-    cat "$dir.start.err" >&2 || true
-    fail "could not start a cluster in $dir"
-}
-
 ensure_roomgen() {
     if [ ! -x "$ROOMGEN" ]; then
         log "cargo build -q -p roomgen"

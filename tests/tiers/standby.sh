@@ -39,7 +39,7 @@ ensure_roomgen
 chmod 644 "$WORK"/*.jsonl
 
 # The primary; streaming replication from localhost needs a replication line in pg_hba.conf.
-start_cluster_retry "$WORK/primary"
+start_cluster "$WORK/primary"
 PRIMARY_PORT=$PGPORT
 hba="$WORK/primary/data/pg_hba.conf"
 for addr in 127.0.0.1/32 ::1/128; do
