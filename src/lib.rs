@@ -8,16 +8,9 @@ use pgrx::prelude::*;
 
 ::pgrx::pg_module_magic!(name, version);
 
-mod auth_functions;
-mod block_cache;
+mod api;
 mod errors;
-mod federation_functions;
-mod ingest;
-mod json_functions;
-mod json_input;
-mod spi_plans;
-mod state_functions;
-mod state_store;
+mod store;
 
 // The schema (tables, sequences, indexes): written once per release, changed only by upgrade
 // scripts (sql/pg_roomserver--A--B.sql).
@@ -45,7 +38,7 @@ mod tests;
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
-    block_cache::define_settings();
+    store::block_cache::define_settings();
 }
 
 /// Required by `cargo pgrx test`.

@@ -4,7 +4,7 @@
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::json_input::JsonInput;
+use crate::api::json_input::JsonInput;
 use roomserver_core::{canonical_json, hashes, redaction, RoomVersion};
 
 use crate::errors::{raise, OrRaise};

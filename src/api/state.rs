@@ -5,7 +5,7 @@ use pgrx::prelude::*;
 use roomserver_core::state_blocks::merge_layers;
 use roomserver_core::{nid_set, Error};
 
-use crate::block_cache;
+use crate::store::block_cache;
 use crate::errors::{raise, OrRaise};
 
 /// The NIDs of a compact NID set (stored_events.auth_chain), ascending.

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use pgrx::prelude::*;
 use pgrx::JsonB;
 
-use crate::json_input::JsonInput;
+use crate::api::json_input::JsonInput;
 use roomserver_core::auth::{check_event_auth, StateMap};
 use roomserver_core::state_res::resolve;
 use roomserver_core::{Error, Pdu, RoomVersion};

@@ -8,42 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 
 use pgrx::prelude::*;
 use pgrx::pg_sys::panic::ErrorReport;
-use pgrx::{pg_sys, JsonB, PgLogLevel, PgSqlErrorCode};
+use pgrx::{pg_sys, PgLogLevel, PgSqlErrorCode};
 use roomserver_core::room_state::{admit, chain_from_auth_events, check_outlier, resolve_snapshots, superseded_extremities, StoredEvent};
 use roomserver_core::stored_form::{room_version_for, split, StoredForm};
 use roomserver_core::{nid_set, Error, RoomVersion};
 use serde_json::{json, Value};
 
-use crate::errors::{null_argument, raise, OrRaise};
-use crate::json_input::JsonInput;
-use crate::spi_plans::{execute, Statement, BOOL_ARRAY, BYTEA_ARRAY, INT2_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
-use crate::state_store::SpiStateStore;
-
-/// Stores one PDU. Returns `{"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok",
-/// "outlier", "rejection", "soft_failure"}`. `room_version` is needed only while the room's create
-/// event is unknown. With `outlier`, the event is stored without state (its prev events need not
-/// be known); otherwise its prev and auth events must be stored, with state.
-#[pg_extern(volatile, parallel_unsafe)]
-fn ingest_event(pdu: Option<JsonInput>, room_version: default!(Option<&str>, "NULL"), outlier: default!(bool, false)) -> JsonB {
-    let pdu = pdu.unwrap_or_else(|| null_argument("pdu"));
-    let mut results = ingest(vec![pdu.0], room_version, outlier, "ingest_event");
-    JsonB(results.pop().expect("one result per PDU"))
-}
-
-/// Stores a JSON array of PDUs in order (a create event first lets the rest of its room follow
-/// in the same call). Returns one result per element, as `ingest_event` does.
-#[pg_extern(volatile, parallel_unsafe)]
-fn ingest_events(
-    pdus: Option<JsonInput>,
-    room_version: default!(Option<&str>, "NULL"),
-    outlier: default!(bool, false),
-) -> SetOfIterator<'static, JsonB> {
-    let pdus = pdus.unwrap_or_else(|| null_argument("pdus"));
-    let Value::Array(items) = pdus.0 else {
-        raise(Error::bad_json("(root)", "pdus must be a JSON array of PDUs"), "ingest_events")
-    };
-    SetOfIterator::new(ingest(items, room_version, outlier, "ingest_events").into_iter().map(JsonB))
-}
+use crate::errors::{raise, OrRaise};
+use crate::store::plans::{execute, Statement, BOOL_ARRAY, BYTEA_ARRAY, INT2_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
+use crate::store::state_store::SpiStateStore;
 
 // Room conditions are written `room_nid + 0 = ANY (..)` throughout: as plain `room_nid = ANY`
 // the planner may AND in a bitmap of the room's whole primary key, which reads every event of the
@@ -207,7 +180,7 @@ fn str_at<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 /// predate it: a row that ingest would write then already exists, invisible, and its unique
 /// index raises 23505. That is a serialization failure like any other, so it is raised as
 /// `40001` and the caller retries the transaction.
-fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context: &str) -> Vec<Value> {
+pub fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, context: &str) -> Vec<Value> {
     // SAFETY: plain reads of backend globals.
     let (in_recovery, read_only, snapshot_per_xact) =
         unsafe { (pg_sys::RecoveryInProgress(), pg_sys::XactReadOnly, pg_sys::XactIsoLevel >= pg_sys::XACT_REPEATABLE_READ as i32) };

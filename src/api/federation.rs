@@ -13,7 +13,7 @@ use roomserver_core::visibility::visible_from_stored_state;
 use serde_json::Value;
 
 use crate::errors::{null_argument, OrRaise};
-use crate::spi_plans::{execute, Statement, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
+use crate::store::plans::{execute, Statement, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
 
 /// The most events one call returns; larger limits are clamped (Synapse clamps backfill to 100
 /// and get_missing_events to 20; ours reads only what it returns, so it allows more).

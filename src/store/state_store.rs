@@ -1,6 +1,6 @@
 //! The core's `StateStore` over the state tables (sql/06_state.sql), through kept SPI plans.
 //!
-//! Snapshots and blocks come from the backend's cache ([`crate::block_cache`]): after the first
+//! Snapshots and blocks come from the backend's cache ([`crate::store::block_cache`]): after the first
 //! call into a room its state is looked up in memory, which is what makes ingest into a large
 //! room cheap. Events, whose rows can change (an outlier gains its state), are cached for one
 //! call only; the store also holds the events the call has admitted but not yet written, so
@@ -16,8 +16,8 @@ use roomserver_core::{nid_set, Error, Pdu, Result, RoomVersion};
 
 use serde_json::Value;
 
-use crate::block_cache;
-use crate::spi_plans::{execute, Statement, BYTEA, INT4, INT4_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
+use crate::store::block_cache;
+use crate::store::plans::{execute, Statement, BYTEA, INT4, INT4_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
 
 const STORE_SNAPSHOT: Statement = Statement {
     name: "state.store_snapshot",
@@ -54,7 +54,7 @@ const EVENTS: Statement = Statement {
 const EVENT_NID: Statement = Statement {
     name: "state.event_nid",
     sql: "SELECT e.event_nid FROM roomserver.stored_events e WHERE e.event_id = $2 AND e.room_nid = $1",
-    args: &[INT8, crate::spi_plans::TEXT],
+    args: &[INT8, crate::store::plans::TEXT],
     mutating: false,
 };
 const KEY_NIDS: Statement = Statement {

@@ -31,7 +31,7 @@ use roomserver_core::room_state::Snapshot;
 use roomserver_core::state_blocks::{decode_entries, BlockRef, Entry, StateHash};
 use roomserver_core::{Error, Result};
 
-use crate::spi_plans::{execute, Statement, INT8, INT8_ARRAY};
+use crate::store::plans::{execute, Statement, INT8, INT8_ARRAY};
 
 /// `roomserver.cache_size`: the memory a backend may spend on the cache, in kB (GUC_UNIT_KB).
 pub static CACHE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_CACHE_SIZE_KB);
