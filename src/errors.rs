@@ -19,6 +19,7 @@ pub fn sqlstate(e: &Error) -> PgSqlErrorCode {
         ErrorKind::MissingReferences => PgSqlErrorCode::ERRCODE_FOREIGN_KEY_VIOLATION, // 23503
         ErrorKind::InvalidParameter => PgSqlErrorCode::ERRCODE_DATA_EXCEPTION, // 22000
         ErrorKind::TooLarge => PgSqlErrorCode::ERRCODE_PROGRAM_LIMIT_EXCEEDED, // 54000
+        ErrorKind::CorruptStorage => PgSqlErrorCode::ERRCODE_DATA_CORRUPTED, // XX001
     }
 }
 

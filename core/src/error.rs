@@ -25,6 +25,10 @@ pub enum ErrorKind {
     /// The input is well-formed but the answer would be larger than this implementation builds
     /// (a NID set of more than `nid_set::MAX_DECODED` NIDs).
     TooLarge,
+    /// What the database holds does not decode (a column of the wrong type, a NULL where the
+    /// schema promises a value, a NID set or state block that does not parse): the fault is in
+    /// this server's storage, never in the caller's input.
+    CorruptStorage,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +63,10 @@ impl Error {
     }
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::TooLarge, None, message)
+    }
+    /// Storage that does not decode; `what` names the table and column.
+    pub fn corrupt(what: &str, message: impl std::fmt::Display) -> Self {
+        Self::new(ErrorKind::CorruptStorage, Some(what), format!("corrupt storage in {what}: {message}"))
     }
 }
 

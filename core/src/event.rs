@@ -36,6 +36,24 @@ pub struct Pdu {
     pub redacts: Option<String>,
 }
 
+/// Where a redaction names the event it redacts, with the field's name: `content.redacts` from
+/// room version 11 on, the top-level `redacts` before; `None` for other events or when absent.
+pub fn redacts_target<'a>(
+    rv: &RoomVersion,
+    event_type: &str,
+    content: &'a Map<String, Value>,
+    top_level: Option<&'a Value>,
+) -> Option<(&'static str, &'a Value)> {
+    if event_type != "m.room.redaction" {
+        return None;
+    }
+    if rv.updated_redaction_rules {
+        content.get("redacts").map(|v| ("content.redacts", v))
+    } else {
+        top_level.map(|v| ("redacts", v))
+    }
+}
+
 impl Pdu {
     pub fn is_state(&self) -> bool {
         self.state_key.is_some()
@@ -115,22 +133,13 @@ impl Pdu {
             id_string(obj, "room_id", Some('!'))?
         };
 
-        let redacts = if event_type == "m.room.redaction" {
-            let (field, v) = if rv.updated_redaction_rules {
-                ("content.redacts", content.get("redacts"))
-            } else {
-                ("redacts", obj.get("redacts"))
-            };
-            match v {
-                Some(Value::String(s)) => {
-                    check_id(s, field, '$')?;
-                    Some(s.clone())
-                }
-                Some(_) => return Err(Error::wrong_type(field, "a string")),
-                None => None,
+        let redacts = match redacts_target(rv, &event_type, &content, obj.get("redacts")) {
+            Some((field, Value::String(s))) => {
+                check_id(s, field, '$')?;
+                Some(s.clone())
             }
-        } else {
-            None
+            Some((field, _)) => return Err(Error::wrong_type(field, "a string")),
+            None => None,
         };
 
         Ok(Pdu {

@@ -142,6 +142,46 @@ pub fn split(json: &Value, rv: &RoomVersion) -> Result<StoredForm> {
     Ok(StoredForm { pdu, content_hash_ok, room_id_implied, rest: Value::Object(rest), edges })
 }
 
+/// The columns of a stored event (what [`split`] took out of its PDU) and the two parts of its
+/// JSON remainder that state computations read: enough to stand for the PDU in auth checks and
+/// state resolution without rebuilding or re-validating it (it was validated when stored).
+pub struct StoredColumns {
+    pub event_id: String,
+    pub room_id: String,
+    pub sender: String,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub prev_events: Vec<String>,
+    pub auth_events: Vec<String>,
+    pub depth: i64,
+    pub origin_server_ts: i64,
+    pub content: Map<String, Value>,
+    /// The remainder's top-level `redacts`, as a string if it is one.
+    pub top_level_redacts: Option<String>,
+}
+
+impl StoredColumns {
+    pub fn into_pdu(self, rv: &RoomVersion) -> Pdu {
+        let top_level = self.top_level_redacts.map(Value::String);
+        let redacts = crate::event::redacts_target(rv, &self.event_type, &self.content, top_level.as_ref())
+            .and_then(|(_, v)| v.as_str())
+            .map(str::to_owned);
+        Pdu {
+            event_id: self.event_id,
+            room_id: self.room_id,
+            sender: self.sender,
+            event_type: self.event_type,
+            state_key: self.state_key,
+            content: self.content,
+            prev_events: self.prev_events,
+            auth_events: self.auth_events,
+            depth: self.depth,
+            origin_server_ts: self.origin_server_ts,
+            redacts,
+        }
+    }
+}
+
 /// Puts a stored event back together (the Rust twin of the SQL `roomserver.event_pdu`).
 pub fn rebuild(form: &StoredForm, rv: &RoomVersion) -> Value {
     let Value::Object(rest) = &form.rest else { return form.rest.clone() };

@@ -12,8 +12,9 @@ use roomserver_core::traversal::{BatchedWalk, Direction, NeighbourSource, WalkNo
 use roomserver_core::visibility::visible_from_stored_state;
 use serde_json::Value;
 
-use crate::errors::{null_argument, OrRaise};
-use crate::store::plans::{execute, Statement, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
+use crate::errors::null_argument;
+use crate::store::rows::Row;
+use crate::store::plans::{query, query_first, Statement, INT8, INT8_ARRAY, TEXT, TEXT_ARRAY};
 
 /// The most events one call returns; larger limits are clamped (Synapse clamps backfill to 100
 /// and get_missing_events to 20; ours reads only what it returns, so it allows more).
@@ -98,19 +99,15 @@ struct SqlNeighbours {
 impl NeighbourSource<i64> for SqlNeighbours {
     fn expand(&mut self, frontier: &[i64], budget: usize) -> Vec<(i64, Vec<WalkNode<i64>>)> {
         let mut by_event: HashMap<i64, Vec<WalkNode<i64>>> = HashMap::new();
-        let read = |t: pgrx::spi::SpiTupleTable| {
-            for row in t {
-                let nid: i64 = row.get(1).or_raise("federation walk").unwrap_or_default();
-                let ns = by_event.entry(nid).or_default();
-                if let Some(handle) = row.get::<i64>(2).or_raise("federation walk") {
-                    let depth: i64 = row.get(3).or_raise("federation walk").unwrap_or_default();
-                    let event_id: String = row.get(4).or_raise("federation walk").unwrap_or_default();
-                    ns.push(WalkNode { handle, depth, event_id });
-                }
+        let read = |r: &Row| {
+            let nid: i64 = r.value(1, "event_nid");
+            let ns = by_event.entry(nid).or_default();
+            if let Some(handle) = r.nullable::<i64>(2, "neighbour_nid") {
+                ns.push(WalkNode { handle, depth: r.value(3, "depth"), event_id: r.value(4, "event_id") });
             }
         };
         Spi::connect_mut(|client| match self.direction {
-            Direction::Backwards => execute(
+            Direction::Backwards => query(
                 client,
                 &EXPAND_BACKWARDS,
                 &[
@@ -123,7 +120,7 @@ impl NeighbourSource<i64> for SqlNeighbours {
                 read,
             ),
             Direction::Forwards => {
-                execute(client, &EXPAND_FORWARDS, &[self.room_nid.into(), frontier.to_vec().into(), (budget as i64).into()], read)
+                query(client, &EXPAND_FORWARDS, &[self.room_nid.into(), frontier.to_vec().into(), (budget as i64).into()], read)
             }
         });
         by_event.into_iter().collect()
@@ -156,7 +153,8 @@ fn ids(list: Option<Vec<Option<String>>>, name: &str) -> Vec<String> {
 
 fn room_nid(client: &mut SpiClient, room_id: Option<&str>) -> i64 {
     let Some(room_id) = room_id else { null_argument("room_id") };
-    execute(client, &ROOM, &[room_id.into()], |t| t.first().get::<i64>(1).or_raise("find_room"))
+    query_first(client, &ROOM, &[room_id.into()], |r| r.nullable::<i64>(1, "room_nid"))
+        .flatten()
         .unwrap_or_else(|| null_argument("room_nid"))
 }
 
@@ -164,13 +162,10 @@ fn known_events(client: &mut SpiClient, room_nid: i64, ids: Vec<String>) -> Vec<
     if ids.is_empty() {
         return Vec::new();
     }
-    execute(client, &EVENTS_BY_ID, &[room_nid.into(), ids.into()], |t| {
-        t.map(|row| WalkNode {
-            handle: row.get(1).or_raise("federation walk").unwrap_or_default(),
-            depth: row.get(2).or_raise("federation walk").unwrap_or_default(),
-            event_id: row.get(3).or_raise("federation walk").unwrap_or_default(),
-        })
-        .collect()
+    query(client, &EVENTS_BY_ID, &[room_nid.into(), ids.into()], |r| WalkNode {
+        handle: r.value(1, "event_nid"),
+        depth: r.value(2, "depth"),
+        event_id: r.value(3, "event_id"),
     })
 }
 
@@ -180,14 +175,12 @@ fn visibility(client: &mut SpiClient, room_nid: i64, nids: &[i64], server: Optio
     if nids.is_empty() {
         return Vec::new();
     }
-    execute(client, &VISIBILITY, &[room_nid.into(), nids.to_vec().into(), server.into()], |t| {
-        t.map(|row| {
-            let outlier: bool = row.get(1).or_raise("visibility").unwrap_or(true);
-            let content: Option<pgrx::JsonB> = row.get(2).or_raise("visibility");
-            let memberships: Vec<Option<String>> = row.get(3).or_raise("visibility").unwrap_or_default();
-            visible_from_stored_state(outlier, content.as_ref().map(|c| &c.0 as &Value), memberships.iter().flatten().map(String::as_str))
-        })
-        .collect()
+    query(client, &VISIBILITY, &[room_nid.into(), nids.to_vec().into(), server.into()], |r| {
+        let outlier: bool = r.value(1, "outlier");
+        let content: Option<pgrx::JsonB> = r.nullable(2, "history_visibility");
+        // NULL when the state does not restrict visibility to members.
+        let memberships: Vec<Option<String>> = r.nullable(3, "memberships").unwrap_or_default();
+        visible_from_stored_state(outlier, content.as_ref().map(|c| &c.0 as &Value), memberships.iter().flatten().map(String::as_str))
     })
 }
 

@@ -31,7 +31,7 @@ use roomserver_core::room_state::Snapshot;
 use roomserver_core::state_blocks::{decode_entries, BlockRef, Entry, StateHash};
 use roomserver_core::{Error, Result};
 
-use crate::store::plans::{execute, Statement, INT8, INT8_ARRAY};
+use crate::store::plans::{query, query_first, Statement, INT8, INT8_ARRAY};
 
 /// `roomserver.cache_size`: the memory a backend may spend on the cache, in kB (GUC_UNIT_KB).
 pub static CACHE_SIZE_KB: GucSetting<i32> = GucSetting::<i32>::new(DEFAULT_CACHE_SIZE_KB);
@@ -147,10 +147,6 @@ const BLOCKS: Statement = Statement {
     mutating: false,
 };
 
-fn corrupt(what: &str) -> Error {
-    Error::invalid(None, format!("corrupt state storage: {what}"))
-}
-
 /// Called before every use: registers the callbacks once, drops a stale or oversized cache.
 fn prepare(client: &mut SpiClient<'_>) {
     if !REGISTERED.with(Cell::get) {
@@ -166,12 +162,10 @@ fn prepare(client: &mut SpiClient<'_>) {
     if STALE.with(|s| s.replace(false)) {
         CACHE.with(|c| *c.borrow_mut() = Cache::default());
         ALLOWED_ROLE.with(|r| r.set(None));
-        let oids: [i64; 3] = execute(client, &WATCHED_OIDS, &[], |t| {
-            t.into_iter()
-                .next()
-                .map(|r| [1, 2, 3].map(|i| r.get(i).ok().flatten().unwrap_or_default()))
-                .unwrap_or_default()
-        });
+        let oids: [i64; 3] = query_first(client, &WATCHED_OIDS, &[], |r| {
+            [r.value(1, "state_snapshots oid"), r.value(2, "state_blocks oid"), r.value(3, "stored_events oid")]
+        })
+        .unwrap_or_default();
         WATCHED.with(|w| w.set(oids.map(|o| o as u32)));
     }
     check_privileges();
@@ -225,12 +219,11 @@ pub fn auth_chains(client: &mut SpiClient<'_>, room_nid: i64, nids: &[i64]) -> R
     missing.sort_unstable();
     missing.dedup();
     if !missing.is_empty() {
-        let rows: Vec<(i64, Option<Vec<u8>>)> = execute(client, &CHAINS, &[room_nid.into(), missing.into()], |t| {
-            t.map(|r| (r.get(1).ok().flatten().unwrap_or_default(), r.get(2).ok().flatten())).collect()
-        });
+        let rows: Vec<(i64, Option<Vec<u8>>)> =
+            query(client, &CHAINS, &[room_nid.into(), missing.into()], |r| (r.value(1, "event_nid"), r.nullable(2, "auth_chain")));
         for (nid, bytes) in rows {
             let chain = match bytes {
-                Some(b) => roomserver_core::nid_set::decode(&b)?,
+                Some(b) => roomserver_core::nid_set::decode(&b).map_err(|e| Error::corrupt("stored_events.auth_chain", e))?,
                 None => Vec::new(),
             };
             CACHE.with(|c| {
@@ -255,20 +248,13 @@ pub fn snapshot(client: &mut SpiClient<'_>, room_nid: i64, nid: i64) -> Result<R
         }
         return Err(Error::not_found(format!("state snapshot {nid} of room NID {room_nid} not found")));
     }
-    let row: Option<(Vec<u8>, Vec<i64>, Vec<i32>, i32)> = execute(client, &SNAPSHOT, &[room_nid.into(), nid.into()], |t| {
-        t.into_iter().next().map(|r| {
-            (
-                r.get(1).ok().flatten().unwrap_or_default(),
-                r.get(2).ok().flatten().unwrap_or_default(),
-                r.get(3).ok().flatten().unwrap_or_default(),
-                r.get(4).ok().flatten().unwrap_or_default(),
-            )
-        })
+    let row: Option<(Vec<u8>, Vec<i64>, Vec<i32>, i32)> = query_first(client, &SNAPSHOT, &[room_nid.into(), nid.into()], |r| {
+        (r.value(1, "state_hash"), r.value(2, "block_nids"), r.value(3, "block_sizes"), r.value(4, "state_size"))
     });
     let (hash, ids, sizes, size) = row.ok_or_else(|| Error::not_found(format!("state snapshot {nid} of room NID {room_nid} not found")))?;
-    let hash: [u8; 32] = hash.try_into().map_err(|_| corrupt("state hash is not 32 bytes"))?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| Error::corrupt("state_snapshots.state_hash", "not 32 bytes"))?;
     if ids.len() != sizes.len() {
-        return Err(corrupt("block_nids and block_sizes differ in length"));
+        return Err(Error::corrupt("state_snapshots.block_sizes", "not as many sizes as block_nids"));
     }
     let blocks = ids.into_iter().zip(sizes).map(|(id, len)| BlockRef { id, len: len as usize }).collect();
     let snap = Rc::new(Snapshot { nid, hash: StateHash(hash), blocks, size: i64::from(size) });
@@ -286,12 +272,11 @@ pub fn blocks(client: &mut SpiClient<'_>, room_nid: i64, ids: &[i64]) -> Result<
     missing.sort_unstable();
     missing.dedup();
     if !missing.is_empty() {
-        let rows: Vec<(i64, Option<Vec<u8>>, i64)> = execute(client, &BLOCKS, &[room_nid.into(), missing.into()], |t| {
-            t.map(|r| (r.get(1).ok().flatten().unwrap_or_default(), r.get(2).ok().flatten(), r.get(3).ok().flatten().unwrap_or_default()))
-                .collect()
+        let rows: Vec<(i64, Vec<u8>, i64)> = query(client, &BLOCKS, &[room_nid.into(), missing.into()], |r| {
+            (r.value(1, "block_nid"), r.value(2, "entries"), r.value(3, "max_event_nid"))
         });
         for (id, bytes, max_event_nid) in rows {
-            let entries = decode_entries(&bytes.ok_or_else(|| corrupt("a block without entries"))?)?;
+            let entries = decode_entries(&bytes).map_err(|e| Error::corrupt("state_blocks.entries", e))?;
             CACHE.with(|c| {
                 let mut c = c.borrow_mut();
                 c.entries += entries.len();

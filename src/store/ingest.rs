@@ -367,7 +367,7 @@ fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, c
         let mut outcomes: HashMap<(String, i64), Outcome> = HashMap::new();
         let mut known_by_nid: HashMap<(i64, i64), Known> = known.iter().map(|((_, r), k)| ((*r, k.nid), k.clone())).collect();
         let mut batch_prevs: HashMap<(i64, i64), Vec<i64>> = HashMap::new();
-        let mut store = SpiStateStore::new(client, RoomVersion::from_id("10").or_raise(context));
+        let mut store = SpiStateStore::new(client);
         for (i, f) in fresh.iter().enumerate() {
             let pdu = &f.pdu;
             let r = rooms[&pdu.room_id];

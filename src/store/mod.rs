@@ -4,4 +4,5 @@
 pub mod block_cache;
 pub mod ingest;
 pub mod plans;
+pub mod rows;
 pub mod state_store;

@@ -10,6 +10,7 @@ use pgrx::pg_sys::{PgBuiltInOids, PgOid};
 use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
 
 use crate::errors::OrRaise;
+use crate::store::rows::{self, Row};
 
 pub const TEXT_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID);
 pub const INT8_ARRAY: PgOid = PgOid::BuiltIn(PgBuiltInOids::INT8ARRAYOID);
@@ -64,4 +65,21 @@ pub fn execute<'conn, R>(
     }
     .or_raise(stmt.name);
     read(table)
+}
+
+/// Executes `stmt` and reads each row with typed column reads ([`crate::store::rows`]).
+pub fn query<'conn, T>(client: &mut SpiClient<'conn>, stmt: &Statement, args: &[DatumWithOid], read: impl FnMut(&Row<'_, 'conn>) -> T) -> Vec<T> {
+    let name = stmt.name;
+    execute(client, stmt, args, |t| rows::each(t, name, read))
+}
+
+/// Executes `stmt` and reads its first row, if any.
+pub fn query_first<'conn, T>(
+    client: &mut SpiClient<'conn>,
+    stmt: &Statement,
+    args: &[DatumWithOid],
+    read: impl FnOnce(&Row<'_, 'conn>) -> T,
+) -> Option<T> {
+    let name = stmt.name;
+    execute(client, stmt, args, |t| rows::first(t, name, read))
 }

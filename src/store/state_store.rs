@@ -12,12 +12,14 @@ use std::rc::Rc;
 use pgrx::spi::SpiClient;
 use roomserver_core::room_state::{Snapshot, StateStore, StoredEvent};
 use roomserver_core::state_blocks::{block_hash, encode_entries, BlockRef, Entry, StateHash};
-use roomserver_core::{nid_set, Error, Pdu, Result, RoomVersion};
+use roomserver_core::stored_form::StoredColumns;
+use roomserver_core::{nid_set, Error, Result, RoomVersion};
 
 use serde_json::Value;
 
 use crate::store::block_cache;
-use crate::store::plans::{execute, Statement, BYTEA, INT4, INT4_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
+use crate::store::rows;
+use crate::store::plans::{execute, query, query_first, Statement, BYTEA, INT4, INT4_ARRAY, INT8, INT8_ARRAY, TEXT_ARRAY};
 
 const STORE_SNAPSHOT: Statement = Statement {
     name: "state.store_snapshot",
@@ -82,19 +84,24 @@ pub struct SpiStateStore<'a, 'conn> {
     rooms: HashMap<i64, RoomCache>,
     room_nid: i64,
     room_id: String,
-    rv: RoomVersion,
+    rv: Option<RoomVersion>,
 }
 
 impl<'a, 'conn> SpiStateStore<'a, 'conn> {
-    pub fn new(client: &'a mut SpiClient<'conn>, rv: RoomVersion) -> Self {
-        SpiStateStore { client, rooms: HashMap::new(), room_nid: 0, room_id: String::new(), rv }
+    /// A store that reads nothing until [`Self::set_room`] points it at a room.
+    pub fn new(client: &'a mut SpiClient<'conn>) -> Self {
+        SpiStateStore { client, rooms: HashMap::new(), room_nid: 0, room_id: String::new(), rv: None }
     }
 
     /// Points the store at a room; the caches of other rooms are kept.
     pub fn set_room(&mut self, room_nid: i64, room_id: &str, rv: RoomVersion) {
         self.room_nid = room_nid;
         self.room_id = room_id.to_owned();
-        self.rv = rv;
+        self.rv = Some(rv);
+    }
+
+    fn room_version(&self) -> RoomVersion {
+        self.rv.clone().expect("SpiStateStore used before set_room")
     }
 
     pub fn client(&mut self) -> &mut SpiClient<'conn> {
@@ -112,10 +119,6 @@ impl<'a, 'conn> SpiStateStore<'a, 'conn> {
         c.chains.insert(event.nid, Rc::new(auth_chain));
         c.events.insert(event.nid, Rc::new(event));
     }
-}
-
-fn storage_error(what: &str) -> Error {
-    Error::invalid(None, format!("corrupt state storage: {what}"))
 }
 
 impl StateStore for SpiStateStore<'_, '_> {
@@ -165,9 +168,9 @@ impl StateStore for SpiStateStore<'_, '_> {
             self.client,
             &STORE_SNAPSHOT,
             &[room.into(), hash.0.to_vec().into(), kept_ids.into(), kept_sizes.into(), bh.into(), encode_entries(&new_block).into(), count.into(), max_event.into(), (size as i32).into()],
-            |t| t.into_iter().next().and_then(|r| r.get(1).ok().flatten()),
+            |t| rows::first(t, STORE_SNAPSHOT.name, |r| r.value(1, "store_snapshot")),
         );
-        nid.ok_or_else(|| storage_error("store_snapshot returned no snapshot"))
+        nid.ok_or_else(|| Error::corrupt("store_snapshot", "it returned no snapshot"))
     }
 
     fn events(&mut self, nids: &[i64]) -> Result<Vec<Rc<StoredEvent>>> {
@@ -181,55 +184,43 @@ impl StateStore for SpiStateStore<'_, '_> {
         if !missing.is_empty() {
             let room = self.room_nid;
             let room_id = self.room_id.clone();
-            let redacts_in_content = self.rv.updated_redaction_rules;
-            let loaded: Vec<(StoredEvent, Option<Vec<u8>>)> = execute(self.client, &EVENTS, &[room.into(), missing.into()], |t| {
-                t.map(|r| {
-                    let content: Option<pgrx::JsonB> = r.get(10).ok().flatten();
-                    let content = match content.map(|j| j.0) {
-                        Some(Value::Object(m)) => m,
-                        _ => serde_json::Map::new(),
-                    };
-                    let is_redaction = r.get::<String>(7).ok().flatten().as_deref() == Some("m.room.redaction");
-                    let redacts = if !is_redaction {
-                        None
-                    } else if redacts_in_content {
-                        content.get("redacts").and_then(Value::as_str).map(str::to_owned)
-                    } else {
-                        r.get::<String>(13).ok().flatten()
-                    };
-                    let pdu = Pdu {
-                        event_id: r.get(6).ok().flatten().unwrap_or_default(),
-                        room_id: room_id.clone(),
-                        sender: r.get(9).ok().flatten().unwrap_or_default(),
-                        event_type: r.get(7).ok().flatten().unwrap_or_default(),
-                        state_key: r.get(8).ok().flatten(),
-                        content,
-                        prev_events: r.get(16).ok().flatten().unwrap_or_default(),
-                        auth_events: r.get(17).ok().flatten().unwrap_or_default(),
-                        depth: r.get(11).ok().flatten().unwrap_or_default(),
-                        origin_server_ts: r.get(12).ok().flatten().unwrap_or_default(),
-                        redacts,
-                    };
-                    let ev = StoredEvent {
-                        nid: r.get(1).ok().flatten().unwrap_or_default(),
-                        type_nid: r.get(2).ok().flatten().unwrap_or_default(),
-                        state_key_nid: r.get(3).ok().flatten(),
-                        rejected: r.get(4).ok().flatten().unwrap_or_default(),
-                        soft_failed: r.get(15).ok().flatten().unwrap_or_default(),
-                        prev_nids: Vec::new(),
-                        state_after: r.get(5).ok().flatten(),
-                        pdu,
-                    };
-                    (ev, r.get(14).ok().flatten())
-                })
-                .collect()
+            let rv = self.room_version();
+            let loaded: Vec<(StoredEvent, Option<Vec<u8>>)> = query(self.client, &EVENTS, &[room.into(), missing.into()], |r| {
+                let content = match r.nullable::<pgrx::JsonB>(10, "content").map(|j| j.0) {
+                    Some(Value::Object(m)) => m,
+                    _ => serde_json::Map::new(),
+                };
+                let columns = StoredColumns {
+                    event_id: r.value(6, "event_id"),
+                    room_id: room_id.clone(),
+                    sender: r.value(9, "sender"),
+                    event_type: r.value(7, "event_type"),
+                    state_key: r.nullable(8, "state_key"),
+                    content,
+                    prev_events: r.value(16, "prev_events"),
+                    auth_events: r.value(17, "auth_events"),
+                    depth: r.value(11, "depth"),
+                    origin_server_ts: r.value(12, "origin_server_ts"),
+                    top_level_redacts: r.nullable(13, "redacts"),
+                };
+                let ev = StoredEvent {
+                    nid: r.value(1, "event_nid"),
+                    type_nid: r.value(2, "event_type_nid"),
+                    state_key_nid: r.nullable(3, "state_key_nid"),
+                    rejected: r.value(4, "rejected"),
+                    soft_failed: r.value(15, "soft_failed"),
+                    prev_nids: Vec::new(),
+                    state_after: r.nullable(5, "state_after"),
+                    pdu: columns.into_pdu(&rv),
+                };
+                (ev, r.nullable(14, "auth_chain"))
             });
             for (ev, chain) in loaded {
                 let nid = ev.nid;
                 let c = self.cache();
                 c.ids.insert(ev.pdu.event_id.clone(), nid);
                 if let Some(bytes) = chain {
-                    c.chains.insert(nid, Rc::new(nid_set::decode(&bytes)?));
+                    c.chains.insert(nid, Rc::new(nid_set::decode(&bytes).map_err(|e| Error::corrupt("stored_events.auth_chain", e))?));
                 }
                 c.events.insert(nid, Rc::new(ev));
             }
@@ -245,8 +236,7 @@ impl StateStore for SpiStateStore<'_, '_> {
             return Ok(Some(*n));
         }
         let room = self.room_nid;
-        let nid: Option<i64> =
-            execute(self.client, &EVENT_NID, &[room.into(), event_id.into()], |t| t.into_iter().next().and_then(|r| r.get(1).ok().flatten()));
+        let nid: Option<i64> = query_first(self.client, &EVENT_NID, &[room.into(), event_id.into()], |r| r.value(1, "event_nid"));
         if let Some(n) = nid {
             self.cache().ids.insert(event_id.to_owned(), n);
         }
@@ -289,16 +279,14 @@ impl StateStore for SpiStateStore<'_, '_> {
             let sks: Vec<String> = missing.iter().map(|k| k.1.clone()).collect();
             let room = self.room_nid;
             let mut found: Vec<Option<(i64, i64)>> = vec![None; missing.len()];
-            execute(self.client, &KEY_NIDS, &[room.into(), types.into(), sks.into()], |t| {
-                for r in t {
-                    let ord: i64 = r.get(1).ok().flatten().unwrap_or_default();
-                    let tn: i64 = r.get(2).ok().flatten().unwrap_or_default();
-                    let kn: i64 = r.get(3).ok().flatten().unwrap_or_default();
-                    if let Some(slot) = found.get_mut((ord - 1) as usize) {
-                        *slot = Some((tn, kn));
-                    }
-                }
+            let rows: Vec<(i64, i64, i64)> = query(self.client, &KEY_NIDS, &[room.into(), types.into(), sks.into()], |r| {
+                (r.value(1, "ord"), r.value(2, "event_type_nid"), r.value(3, "state_key_nid"))
             });
+            for (ord, tn, kn) in rows {
+                if let Some(slot) = found.get_mut((ord - 1) as usize) {
+                    *slot = Some((tn, kn));
+                }
+            }
             let owned: Vec<(String, String)> = missing.into_iter().cloned().collect();
             let c = self.cache();
             for (k, v) in owned.into_iter().zip(found) {
