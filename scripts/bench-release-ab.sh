@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A/B benchmark of the hot ingest path against the previous release: builds the previous
-# release (its commit, in target/pg_roomserver-OLD-release) and the current tree in release mode, then runs
+# release (its commit, in target/previous-releases-release) and the current tree in release mode, then runs
 # bench/ingest_single.sql (3,000 single-event calls, each committed) ROUNDS times with each
 # build, alternating, in one throwaway cluster. Prints events/s per round and the means.
 # Usage: scripts/bench-release-ab.sh [ROUNDS]   (default 3; output also in bench/out/release-ab.txt)

@@ -108,33 +108,51 @@ install_extension() {
     # (sql/pg_roomserver--A--B.sql); the frozen install scripts of earlier releases
     # (sql/pg_roomserver--A.sql) are copied here, so CREATE EXTENSION ... VERSION 'A' works.
     local extdir; extdir="$("$PG_CONFIG" --sharedir)/extension"
-    local current; current="$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -n 1)"
     local f
     for f in "$REPO"/sql/pg_roomserver--*.sql; do
         case "$(basename "$f")" in
             *--*--*) ;;                                   # upgrade scripts: copied by pgrx
-            "pg_roomserver--$current.sql") ;;             # never overwrite the generated one
+            "pg_roomserver--$CURRENT_VERSION.sql") ;;             # never overwrite the generated one
             *) as_root install -m 644 "$f" "$extdir/" ;;
         esac
     done
 }
 
-# The previous release, which upgrade scripts start from: its version and commit.
-PREVIOUS_VERSION=0.1.0
-PREVIOUS_COMMIT=68bd9aef0056e46cd36b570c86b17196acca24fa
+# The releases an installation can upgrade from, oldest first, as VERSION=COMMIT: each has its
+# frozen install script sql/pg_roomserver--VERSION.sql, and upgrade scripts chain them to the
+# current version. The last one is the previous release, whose upgrade script to the current
+# version scripts/upgrade-script.sh writes.
+RELEASES=(
+    0.1.0=68bd9aef0056e46cd36b570c86b17196acca24fa
+    0.2.0=9f8921a4968338251cb242489661514afeb87a01
+)
+PREVIOUS_VERSION=${RELEASES[-1]%%=*}
+CURRENT_VERSION="$(sed -n 's/^version = "\(.*\)"/\1/p' "$REPO/Cargo.toml" | head -n 1)"
 
-# install_previous_release [--release]: builds the previous release from its commit (exported
-# with git archive, in a target directory of its own so the current build stays warm) and
-# installs it into PostgreSQL's directories in place of the current build. Needs the history.
+# release_commit VERSION: the commit of a release in RELEASES.
+release_commit() {
+    local r
+    for r in "${RELEASES[@]}"; do [ "${r%%=*}" = "$1" ] && { echo "${r#*=}"; return 0; }; done
+    echo "no release $1 in RELEASES (scripts/lib.sh)" >&2
+    return 1
+}
+
+# install_previous_release [VERSION] [--release]: builds a release (default: the previous one)
+# from its commit (exported with git archive; all releases share one target directory of their
+# own, so their dependencies build once and the current build stays warm) and installs it into
+# PostgreSQL's directories in place of the current build. Needs the history.
 install_previous_release() {
+    local version=$PREVIOUS_VERSION
+    case "${1:-}" in [0-9]*) version=$1; shift ;; esac
     local profile=debug; [ "${1:-}" = --release ] && profile=release
-    git -C "$REPO" cat-file -e "$PREVIOUS_COMMIT^{commit}" 2>/dev/null \
-        || { echo "commit $PREVIOUS_COMMIT ($PREVIOUS_VERSION) is not in this clone's history" >&2; return 1; }
-    local src; src="$(mktemp -d /tmp/pg_roomserver-$PREVIOUS_VERSION.XXXXXX)"
-    git -C "$REPO" archive "$PREVIOUS_COMMIT" | tar -x -C "$src"
-    local target="$REPO/target/pg_roomserver-$PREVIOUS_VERSION"
+    local commit; commit="$(release_commit "$version")" || return 1
+    git -C "$REPO" cat-file -e "$commit^{commit}" 2>/dev/null \
+        || { echo "commit $commit ($version) is not in this clone's history" >&2; return 1; }
+    local src; src="$(mktemp -d /tmp/pg_roomserver-$version.XXXXXX)"
+    git -C "$REPO" archive "$commit" | tar -x -C "$src"
+    local target="$REPO/target/previous-releases"
     [ "$profile" = release ] && target="$target-release"
     (cd "$src" && CARGO_TARGET_DIR="$target" cargo pgrx install "$@" --pg-config "$PG_CONFIG" >"$src.log" 2>&1) \
-        || { tail -20 "$src.log" >&2; rm -rf "$src" "$src.log"; echo "building $PREVIOUS_VERSION failed" >&2; return 1; }
+        || { tail -20 "$src.log" >&2; rm -rf "$src" "$src.log"; echo "building $version failed" >&2; return 1; }
     rm -rf "$src" "$src.log"
 }

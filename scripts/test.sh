@@ -6,7 +6,7 @@
 #   3. pg_regress        — tests/pg_regress/sql vs expected, the SQL surface as a DBA types it,
 #                          plus the concurrency tests (several sessions at once: NID assignment,
 #                          REPEATABLE READ duplicates, two-call transactions vs a new sender)
-#   4. storage tiers     — upgrade from the 0.1.0 build, privileges and search_path, pg_dump and
+#   4. storage tiers     — upgrade from every earlier release build, privileges and search_path, pg_dump and
 #                          restore, a hot standby, kill -9 mid-batch, a bounded fuzz
 # Installs what it needs first (apt packages, cargo-pgrx 0.18.0). Usage: scripts/test.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -58,7 +58,7 @@ bash tests/concurrency/rr_duplicate.sh
 log "concurrency: a two-call transaction against a call introducing a new sender (no deadlock)"
 bash tests/concurrency/deadlock_two_calls.sh
 
-log "tier 4/4: upgrade from the 0.1.0 build"
+log "tier 4/4: upgrade from the builds of every earlier release (0.1.0, 0.2.0)"
 bash tests/tiers/upgrade.sh
 log "tier 4/4: privileges, roles and planted search_path functions"
 bash tests/tiers/privileges.sh

@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# Upgrade tier: data written by 0.1.0 stays readable after ALTER EXTENSION pg_roomserver UPDATE.
-# Builds and installs the real 0.1.0 (its commit, tag v0.1.0, in a target directory of its own),
-# checks that its install script is the frozen sql/pg_roomserver--0.1.0.sql, loads a generated
-# forked room under it, installs the current build again, updates, ingests the rest of the room,
-# and compares with a fresh install of the current version that loaded the same events: the
-# schema (every member object, its definition, settings and privileges:
+# Upgrade tier: data written by every earlier release stays readable after ALTER EXTENSION
+# pg_roomserver UPDATE (which chains the upgrade scripts). For each release in RELEASES
+# (scripts/lib.sh): builds and installs the real release (its commit, in a target directory of
+# its own), checks that its install script is the frozen sql/pg_roomserver--VERSION.sql, loads a
+# generated forked room under it, installs the current build again, updates, ingests the rest of
+# the room, and compares with a fresh install of the current version that loaded the same events:
+# the schema (every member object, its definition, settings and privileges:
 # tests/tiers/schema_fingerprint.sql), every table row for row, and what the read functions
 # return at every event. Needs PGHOST/PGPORT/PGUSER of a cluster (scripts/test.sh runs it against
-# the pg_regress cluster) and the git history (the 0.1.0 commit).
+# the pg_regress cluster) and the git history (the release commits).
 . "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
-OLD_VERSION=$PREVIOUS_VERSION
 WORK="$(mktemp -d /tmp/pg_roomserver-upgrade.XXXXXX)"
 # Whatever happens, leave the current build installed.
 trap 'install_extension >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 cd "$REPO"
 
-"$REPO/scripts/upgrade-script.sh" --check 0.1.0 0.2.0
+"$REPO/scripts/upgrade-script.sh" --check "$PREVIOUS_VERSION" "$CURRENT_VERSION"
 
 [ -x target/debug/roomgen ] || cargo build -q -p roomgen
 target/debug/roomgen --seed 7 --version 11 --members 60 --servers 6 --events 2000 --fork-every 40 \
@@ -58,29 +58,35 @@ FROM roomserver.events e WHERE NOT e.outlier ORDER BY e.room_id, e.event_id;
 SQL
 }
 
-for db in upgraded fresh; do
+old_versions=()
+for r in "${RELEASES[@]}"; do old_versions+=("${r%%=*}"); done
+dbs=(fresh)
+for v in "${old_versions[@]}"; do dbs+=("upgraded_${v//./_}"); done
+for db in "${dbs[@]}"; do
     PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS pg_roomserver_$db" -c "CREATE DATABASE pg_roomserver_$db"
 done
-# The 0.1.0 build, from its commit (not from this tree's frozen script).
-log "upgrade: building and installing $OLD_VERSION (target/pg_roomserver-$OLD_VERSION)"
-install_previous_release
-cmp "$("$PG_CONFIG" --sharedir)/extension/pg_roomserver--$OLD_VERSION.sql" "sql/pg_roomserver--$OLD_VERSION.sql" \
-    || { echo "upgrade: sql/pg_roomserver--$OLD_VERSION.sql is not what $OLD_VERSION installs" >&2; exit 1; }
-
-# 1,500 events written by 0.1.0, the rest of the room (and the sample room) after the update.
-"${PSQL[@]}" -d pg_roomserver_upgraded -c "CREATE EXTENSION pg_roomserver"
-"${PSQL[@]}" -d pg_roomserver_upgraded -A -t -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_roomserver'" | grep -qx "$OLD_VERSION"
-load pg_roomserver_upgraded 1 1500
-log "upgrade: installing the current build again"
-install_extension >"$WORK/install.log" 2>&1 || { tail -20 "$WORK/install.log" >&2; exit 1; }
-"${PSQL[@]}" -d pg_roomserver_upgraded -c "ALTER EXTENSION pg_roomserver UPDATE"
-load pg_roomserver_upgraded 1501 1000000
+for v in "${old_versions[@]}"; do
+    db="pg_roomserver_upgraded_${v//./_}"
+    # The release's build, from its commit (not from this tree's frozen script).
+    log "upgrade: building and installing $v (target/previous-releases)"
+    install_previous_release "$v"
+    cmp "$("$PG_CONFIG" --sharedir)/extension/pg_roomserver--$v.sql" "sql/pg_roomserver--$v.sql" \
+        || { echo "upgrade: sql/pg_roomserver--$v.sql is not what $v installs" >&2; exit 1; }
+    # 1,500 events written by the release, the rest of the room (and the sample room) after the update.
+    "${PSQL[@]}" -d "$db" -c "CREATE EXTENSION pg_roomserver"
+    "${PSQL[@]}" -d "$db" -A -t -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_roomserver'" | grep -qx "$v"
+    load "$db" 1 1500
+    log "upgrade: installing the current build again"
+    install_extension >"$WORK/install.log" 2>&1 || { tail -20 "$WORK/install.log" >&2; exit 1; }
+    "${PSQL[@]}" -d "$db" -c "ALTER EXTENSION pg_roomserver UPDATE"
+    load "$db" 1501 1000000
+done
 "${PSQL[@]}" -d pg_roomserver_fresh -c "CREATE EXTENSION pg_roomserver"
 load pg_roomserver_fresh 1 1500
 load pg_roomserver_fresh 1501 1000000
 
 status=0
-for db in upgraded fresh; do
+for db in "${dbs[@]}"; do
     "${PSQL[@]}" -d "pg_roomserver_$db" -A -t -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_roomserver'" > "$WORK/$db.version"
     "${PSQL[@]}" -d "pg_roomserver_$db" -f tests/tiers/schema_fingerprint.sql > "$WORK/$db.schema"
     # What pg_dump writes of the schema (for extension members: the extension itself and the
@@ -88,15 +94,18 @@ for db in upgraded fresh; do
     pg_dump --schema-only -d "pg_roomserver_$db" | grep -v '^\\\(un\)\?restrict ' > "$WORK/$db.pg_dump"
     fingerprint "pg_roomserver_$db" > "$WORK/$db.data"
 done
-diff -u "$WORK/fresh.version" "$WORK/upgraded.version" || { echo "upgrade: version differs" >&2; status=1; }
-diff -u "$WORK/fresh.schema" "$WORK/upgraded.schema" || { echo "upgrade: the upgraded schema differs from a fresh install" >&2; status=1; }
-diff -u "$WORK/fresh.pg_dump" "$WORK/upgraded.pg_dump" || { echo "upgrade: pg_dump --schema-only differs from a fresh install" >&2; status=1; }
-diff -u "$WORK/fresh.data" "$WORK/upgraded.data" || { echo "upgrade: the upgraded data reads differently" >&2; status=1; }
-grep -qx 'problems 0' "$WORK/upgraded.data" || { echo "upgrade: check_integrity() is not empty" >&2; status=1; }
-events=$(grep -c '^state ' "$WORK/upgraded.data")
+events=$(grep -c '^state ' "$WORK/fresh.data")
 [ "$events" -gt 1000 ] || { echo "upgrade: only $events events compared" >&2; status=1; }
-for db in upgraded fresh; do
+for v in "${old_versions[@]}"; do
+    db="upgraded_${v//./_}"
+    diff -u "$WORK/fresh.version" "$WORK/$db.version" || { echo "upgrade from $v: version differs" >&2; status=1; }
+    diff -u "$WORK/fresh.schema" "$WORK/$db.schema" || { echo "upgrade from $v: the upgraded schema differs from a fresh install" >&2; status=1; }
+    diff -u "$WORK/fresh.pg_dump" "$WORK/$db.pg_dump" || { echo "upgrade from $v: pg_dump --schema-only differs from a fresh install" >&2; status=1; }
+    diff -u "$WORK/fresh.data" "$WORK/$db.data" || { echo "upgrade from $v: the upgraded data reads differently" >&2; status=1; }
+    grep -qx 'problems 0' "$WORK/$db.data" || { echo "upgrade from $v: check_integrity() is not empty" >&2; status=1; }
+done
+for db in "${dbs[@]}"; do
     PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d postgres -c "DROP DATABASE pg_roomserver_$db"
 done
-[ "$status" -eq 0 ] && echo "upgrade: PASS ($OLD_VERSION build -> $(cat "$WORK/upgraded.version"); schema equal to a fresh install; $events events read the same)"
+[ "$status" -eq 0 ] && echo "upgrade: PASS (builds of ${old_versions[*]} -> $(cat "$WORK/fresh.version"); schema equal to a fresh install; $events events read the same)"
 exit "$status"

@@ -1,0 +1,2 @@
+-- Schema changes from 0.2.0 to 0.3.0 (tables, sequences, indexes; objects that are renamed or
+-- dropped). The API (sql/api/*.sql) is replayed after this file by scripts/upgrade-script.sh.
