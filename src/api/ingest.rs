@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use crate::api::json_input::JsonInput;
 use crate::errors::{null_argument, raise};
-use crate::store::ingest::ingest;
+use crate::store::ingest::{ingest, Call};
 
 /// Stores one PDU. Returns `{"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok",
 /// "outlier", "rejection", "soft_failure"}`. `room_version` is needed only while the room's create
@@ -17,7 +17,7 @@ use crate::store::ingest::ingest;
 #[pg_extern(volatile, parallel_unsafe)]
 fn ingest_event(pdu: Option<JsonInput>, room_version: default!(Option<&str>, "NULL"), outlier: default!(bool, false)) -> JsonB {
     let pdu = pdu.unwrap_or_else(|| null_argument("pdu"));
-    let mut results = ingest(vec![pdu.0], room_version, outlier, "ingest_event");
+    let mut results = ingest(vec![pdu.0], room_version, outlier, Call::Single);
     JsonB(results.pop().expect("one result per PDU"))
 }
 
@@ -33,6 +33,6 @@ fn ingest_events(
     let Value::Array(items) = pdus.0 else {
         raise(Error::bad_json("(root)", "pdus must be a JSON array of PDUs"), "ingest_events")
     };
-    SetOfIterator::new(ingest(items, room_version, outlier, "ingest_events").into_iter().map(JsonB))
+    SetOfIterator::new(ingest(items, room_version, outlier, Call::Batch).into_iter().map(JsonB))
 }
 

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use pgrx::spi::SpiClient;
-use roomserver_core::room_state::{Snapshot, StateStore, StoredEvent};
+use roomserver_core::room_state::{BatchStore, Snapshot, StateStore, StoredEvent};
 use roomserver_core::state_blocks::{block_hash, encode_entries, BlockRef, Entry, StateHash};
 use roomserver_core::stored_form::StoredColumns;
 use roomserver_core::{nid_set, Error, Result, RoomVersion};
@@ -88,20 +88,13 @@ pub struct SpiStateStore<'a, 'conn> {
 }
 
 impl<'a, 'conn> SpiStateStore<'a, 'conn> {
-    /// A store that reads nothing until [`Self::set_room`] points it at a room.
+    /// A store that reads nothing until [`BatchStore::enter_room`] points it at a room.
     pub fn new(client: &'a mut SpiClient<'conn>) -> Self {
         SpiStateStore { client, rooms: HashMap::new(), room_nid: 0, room_id: String::new(), rv: None }
     }
 
-    /// Points the store at a room; the caches of other rooms are kept.
-    pub fn set_room(&mut self, room_nid: i64, room_id: &str, rv: RoomVersion) {
-        self.room_nid = room_nid;
-        self.room_id = room_id.to_owned();
-        self.rv = Some(rv);
-    }
-
     fn room_version(&self) -> RoomVersion {
-        self.rv.clone().expect("SpiStateStore used before set_room")
+        self.rv.clone().expect("SpiStateStore used before enter_room")
     }
 
     pub fn client(&mut self) -> &mut SpiClient<'conn> {
@@ -112,12 +105,37 @@ impl<'a, 'conn> SpiStateStore<'a, 'conn> {
         self.rooms.entry(self.room_nid).or_default()
     }
 
-    /// Makes an event admitted by this call visible to the rest of it.
-    pub fn remember(&mut self, event: StoredEvent, auth_chain: Vec<i64>) {
+}
+
+// The prev events of a stored event that was rejected or soft-failed (none when it was not).
+const EXCLUDED_PREVS: Statement = Statement {
+    name: "ingest.excluded_prevs",
+    sql: "SELECT ARRAY(SELECT ed.target_nid FROM roomserver.event_edges ed
+                       WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid AND ed.kind = 'p' AND ed.target_nid IS NOT NULL)
+          FROM roomserver.stored_events e
+          WHERE e.room_nid = $1 AND e.event_nid = $2 AND (e.rejection IS NOT NULL OR e.soft_failure IS NOT NULL)",
+    args: &[INT8, INT8],
+    mutating: false,
+};
+
+impl BatchStore for SpiStateStore<'_, '_> {
+    // The caches of other rooms are kept.
+    fn enter_room(&mut self, room_nid: i64, room_id: &str, rv: &RoomVersion) {
+        self.room_nid = room_nid;
+        self.room_id = room_id.to_owned();
+        self.rv = Some(rv.clone());
+    }
+
+    fn remember(&mut self, event: StoredEvent, auth_chain: Vec<i64>) {
         let c = self.cache();
         c.ids.insert(event.pdu.event_id.clone(), event.nid);
         c.chains.insert(event.nid, Rc::new(auth_chain));
         c.events.insert(event.nid, Rc::new(event));
+    }
+
+    fn excluded_prevs(&mut self, event_nid: i64) -> Result<Option<Vec<i64>>> {
+        let room = self.room_nid;
+        Ok(query_first(self.client, &EXCLUDED_PREVS, &[room.into(), event_nid.into()], |r| r.value(1, "prev_nids")))
     }
 }
 

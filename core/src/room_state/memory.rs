@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-use super::{admit, chain_from_auth_events, Admission, Snapshot, StateStore, StoredEvent};
+use super::{admit_batch, Admission, BatchStore, Candidate, KnownEvents, RoomTips, Snapshot, StateStore, StoredEvent};
 use crate::error::{Error, Result};
 use crate::event::Pdu;
 use crate::room_version::RoomVersion;
@@ -48,6 +48,19 @@ impl MemoryStore {
 
     pub fn event_by_nid(&self, nid: i64) -> Option<&Rc<StoredEvent>> {
         self.events.get(&nid)
+    }
+
+    /// The type and state key NIDs of a PDU, assigned if new (and its sender's, as ingest does).
+    pub fn assign_nids(&mut self, pdu: &Pdu) -> (i64, Option<i64>) {
+        let type_nid = Self::nid_for(&mut self.types, &pdu.event_type);
+        let state_key_nid = pdu.state_key.as_deref().map(|k| Self::nid_for(&mut self.state_keys, k));
+        Self::nid_for(&mut self.state_keys, &pdu.sender);
+        (type_nid, state_key_nid)
+    }
+
+    /// The next free event NID.
+    pub fn next_event_nid(&self) -> i64 {
+        self.ids.len() as i64 + 1
     }
 
     fn nid_for(map: &mut HashMap<String, i64>, s: &str) -> i64 {
@@ -118,6 +131,22 @@ impl StateStore for MemoryStore {
     }
 }
 
+// One room (or several with distinct NIDs): nothing to switch.
+impl BatchStore for MemoryStore {
+    fn enter_room(&mut self, _room_nid: i64, _room_id: &str, _rv: &RoomVersion) {}
+
+    fn remember(&mut self, event: StoredEvent, auth_chain: Vec<i64>) {
+        self.ids.insert(event.pdu.event_id.clone(), event.nid);
+        self.chains.insert(event.nid, Rc::new(auth_chain));
+        self.events.insert(event.nid, Rc::new(event));
+    }
+
+    fn excluded_prevs(&mut self, event_nid: i64) -> Result<Option<Vec<i64>>> {
+        let ev = self.events.get(&event_nid).ok_or_else(|| Error::not_found(format!("event NID {event_nid}")))?;
+        Ok((ev.rejected || ev.soft_failed).then(|| ev.prev_nids.clone()))
+    }
+}
+
 /// A room held in memory: events admitted in order, with forward extremities and current state.
 pub struct MemoryRoom {
     pub rv: RoomVersion,
@@ -125,52 +154,48 @@ pub struct MemoryRoom {
     pub extremities: BTreeSet<i64>,
     pub current: Option<i64>,
     pub admissions: HashMap<String, Admission>,
+    known: KnownEvents,
+    tips: RoomTips,
 }
 
 impl MemoryRoom {
     pub fn new(rv: RoomVersion) -> Self {
-        MemoryRoom { rv, store: MemoryStore::default(), extremities: BTreeSet::new(), current: None, admissions: HashMap::new() }
+        MemoryRoom {
+            rv,
+            store: MemoryStore::default(),
+            extremities: BTreeSet::new(),
+            current: None,
+            admissions: HashMap::new(),
+            known: KnownEvents::new(),
+            tips: RoomTips::default(),
+        }
     }
 
-    /// Admits a PDU whose prev and auth events are all admitted already.
+    /// Admits a PDU whose prev and auth events are all admitted already, as the extension's
+    /// ingest does ([`admit_batch`] with a batch of one).
     pub fn ingest(&mut self, pdu: Pdu) -> Result<Admission> {
+        const ROOM: i64 = 1;
         let s = &mut self.store;
-        let nid = s.ids.len() as i64 + 1;
-        let type_nid = MemoryStore::nid_for(&mut s.types, &pdu.event_type);
-        let state_key_nid = pdu.state_key.as_deref().map(|k| MemoryStore::nid_for(&mut s.state_keys, k));
-        MemoryStore::nid_for(&mut s.state_keys, &pdu.sender);
-        let find = |ids: &[String], what: &str| -> Result<Vec<i64>> {
-            ids.iter().map(|id| s.ids.get(id).copied().ok_or_else(|| Error::not_found(format!("{what} event {id} is not known")))).collect()
+        let nid = s.next_event_nid();
+        let (type_nid, state_key_nid) = s.assign_nids(&pdu);
+        let candidate = Candidate { position: 0, room_nid: ROOM, rv: &self.rv, pdu: &pdu, type_nid, state_key_nid, new_nid: Some(nid) };
+        let mut tips: std::collections::HashMap<i64, RoomTips> = std::collections::HashMap::new();
+        tips.insert(ROOM, self.tips.clone());
+        let outcome = admit_batch(s, &[candidate], &mut self.known, &mut tips, false)
+            .map_err(|e| e.error)?
+            .pop()
+            .flatten()
+            .ok_or_else(|| Error::invalid(None, format!("event {} is admitted already", pdu.event_id)))?;
+        self.tips = tips.remove(&ROOM).unwrap_or_default();
+        self.extremities = self.tips.extremities.keys().copied().collect();
+        self.current = self.tips.current;
+        let admission = Admission {
+            state_before: outcome.state_before.expect("admitted with state"),
+            state_after: outcome.state_after.expect("admitted with state"),
+            rejection: outcome.rejection,
+            soft_failure: outcome.soft_failure,
         };
-        let auth_nids = find(&pdu.auth_events, "auth")?;
-        let prev_nids = find(&pdu.prev_events, "prev")?;
-        let prev_states: Vec<i64> =
-            prev_nids.iter().map(|n| s.events[n].state_after.ok_or_else(|| Error::invalid(None, "prev event is an outlier"))).collect::<Result<_>>()?;
-        let chain = chain_from_auth_events(s, &auth_nids)?;
-        let mut ev = StoredEvent { nid, type_nid, state_key_nid, rejected: false, soft_failed: false, prev_nids: prev_nids.clone(), state_after: None, pdu };
-        let current: Vec<i64> = self.extremities.iter().map(|e| s.events[e].state_after.expect("extremities have state")).collect();
-        let admission = admit(&self.rv, s, &ev, &prev_states, &auth_nids, &current)?;
-        ev.rejected = admission.rejection.is_some();
-        ev.soft_failed = admission.soft_failure.is_some();
-        ev.state_after = Some(admission.state_after);
-        let id = ev.pdu.event_id.clone();
-        s.ids.insert(id.clone(), nid);
-        s.chains.insert(nid, Rc::new(chain));
-        s.events.insert(nid, Rc::new(ev));
-        if admission.rejection.is_none() && admission.soft_failure.is_none() {
-            let events = &s.events;
-            let gone = super::superseded_extremities(&prev_nids, |e| {
-                let ev = &events[&e];
-                Ok((ev.rejected || ev.soft_failed).then(|| ev.prev_nids.clone()))
-            })?;
-            for p in &gone {
-                self.extremities.remove(p);
-            }
-            self.extremities.insert(nid);
-            let states: Vec<i64> = self.extremities.iter().map(|e| s.events[e].state_after.expect("extremities have state")).collect();
-            self.current = Some(super::resolve_snapshots(&self.rv, s, &states)?);
-        }
-        self.admissions.insert(id, admission.clone());
+        self.admissions.insert(pdu.event_id.clone(), admission.clone());
         Ok(admission)
     }
 

@@ -5,6 +5,8 @@
 //!
 //! - [`admit`]: the state before an event (its prev event's state, or state resolution of its
 //!   prev events' states), the three checks on receipt, and the state after it.
+//! - [`admit_batch`]: a batch of events in order (auth and prev events looked up, [`admit`] or
+//!   the outlier check, forward extremities, the current state once per room).
 //! - [`resolve_snapshots`]: state resolution of snapshots, reading only the keys that differ.
 
 use std::rc::Rc;
@@ -14,10 +16,12 @@ use crate::event::Pdu;
 use crate::state_blocks::{BlockRef, Entry, StateHash};
 
 mod admit;
+mod batch;
 pub mod memory;
 mod resolve;
 
 pub use admit::{admit, check_outlier, Admission};
+pub use batch::{admit_batch, BatchError, BatchStore, Candidate, KnownEvent, KnownEvents, Outcome, RoomTips};
 pub use resolve::{apply_change, resolve_snapshots};
 
 /// An event as state computations need it.
