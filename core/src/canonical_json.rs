@@ -27,14 +27,6 @@ pub fn to_canonical_bytes(value: &Value) -> Result<Vec<u8>> {
     to_canonical_string(value).map(String::into_bytes)
 }
 
-/// The length in bytes of `value` as canonical JSON, without building the string. The caller
-/// has checked the numbers.
-pub fn canonical_len(value: &Value) -> usize {
-    let mut counter = ByteCounter(0);
-    serde_json::to_writer(&mut counter, value).expect("counting cannot fail");
-    counter.0
-}
-
 struct ByteCounter(usize);
 
 impl Write for ByteCounter {
@@ -47,18 +39,46 @@ impl Write for ByteCounter {
     }
 }
 
-/// Writes the canonical JSON object made of `entries`, which must be sorted by key (as the
-/// entries of a `Map` are), straight into `w`: hashing a PDU minus a few keys needs no copy of it.
-/// The caller has checked the numbers.
-pub fn write_object<'a, W: Write>(w: &mut W, entries: impl IntoIterator<Item = (&'a str, &'a Value)>) -> io::Result<()> {
+/// An object's members serialised as canonical JSON once, in key order. The PDU's size, content
+/// hash and reference hash are each a selection of these members, so ingest walks a PDU's values
+/// once instead of once per use. The caller has checked the numbers.
+pub struct CanonicalMembers<'a> {
+    members: Vec<(&'a str, Vec<u8>)>,
+}
+
+impl<'a> CanonicalMembers<'a> {
+    pub fn of(object: &'a serde_json::Map<String, Value>) -> Self {
+        let members = object
+            .iter()
+            .map(|(k, v)| (k.as_str(), serde_json::to_vec(v).expect("serialising a serde_json::Value cannot fail")))
+            .collect();
+        CanonicalMembers { members }
+    }
+
+    /// The members, sorted by key, with their values' canonical bytes.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, &[u8])> + '_ {
+        self.members.iter().map(|(k, v)| (*k, v.as_slice()))
+    }
+
+    /// The length in bytes of the whole object as canonical JSON.
+    pub fn canonical_len(&self) -> usize {
+        let mut counter = ByteCounter(0);
+        write_members(&mut counter, self.iter()).expect("counting cannot fail");
+        counter.0
+    }
+}
+
+/// Writes the canonical JSON object made of `members` (key, canonical bytes of the value),
+/// which must be sorted by key.
+pub fn write_members<'m, W: Write>(w: &mut W, members: impl IntoIterator<Item = (&'m str, &'m [u8])>) -> io::Result<()> {
     w.write_all(b"{")?;
-    for (i, (k, v)) in entries.into_iter().enumerate() {
+    for (i, (k, v)) in members.into_iter().enumerate() {
         if i > 0 {
             w.write_all(b",")?;
         }
         serde_json::to_writer(&mut *w, k)?;
         w.write_all(b":")?;
-        serde_json::to_writer(&mut *w, v)?;
+        w.write_all(v)?;
     }
     w.write_all(b"}")
 }
@@ -174,16 +194,18 @@ mod tests {
     }
 
     #[test]
-    fn write_object_and_canonical_len_agree_with_the_string_form() {
+    fn canonical_members_agree_with_the_string_form() {
         let v = json!({"b": [1, {"y": "é", "x": null}], "a": "\n", "c": {}});
         let s = canon(v.clone());
-        assert_eq!(canonical_len(&v), s.len());
+        let members = CanonicalMembers::of(v.as_object().unwrap());
+        assert_eq!(members.canonical_len(), s.len());
         let mut out = Vec::new();
-        write_object(&mut out, v.as_object().unwrap().iter().map(|(k, v)| (k.as_str(), v))).unwrap();
+        write_members(&mut out, members.iter()).unwrap();
         assert_eq!(String::from_utf8(out).unwrap(), s);
         let mut partial = Vec::new();
-        write_object(&mut partial, v.as_object().unwrap().iter().filter(|(k, _)| *k != "b").map(|(k, v)| (k.as_str(), v))).unwrap();
+        write_members(&mut partial, members.iter().filter(|(k, _)| *k != "b")).unwrap();
         assert_eq!(String::from_utf8(partial).unwrap(), r#"{"a":"\n","c":{}}"#);
+        assert_eq!(CanonicalMembers::of(&serde_json::Map::new()).canonical_len(), 2);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use crate::canonical_json::{canonical_len, check_numbers};
+use crate::canonical_json::{check_numbers, CanonicalMembers};
 use crate::error::{Error, ErrorKind, Result};
 use crate::hashes;
 use crate::room_version::{EventFormat, RoomVersion};
@@ -71,11 +71,18 @@ impl Pdu {
 
     /// Parses and validates `json` as a PDU of room version `rv` and computes its event ID.
     pub fn from_json(json: &Value, rv: &RoomVersion) -> Result<Pdu> {
+        Self::parse(json, rv).map(|(pdu, _)| pdu)
+    }
+
+    /// As [`Pdu::from_json`], also returning the PDU's members serialised once as canonical JSON
+    /// (its size, event ID and room ID came from them; its content hash can too).
+    pub fn parse<'a>(json: &'a Value, rv: &RoomVersion) -> Result<(Pdu, CanonicalMembers<'a>)> {
         let obj = json
             .as_object()
             .ok_or_else(|| Error::bad_json("(root)", "a PDU must be a JSON object"))?;
         check_numbers(json, "", rv.strict_canonical_json)?;
-        let size = canonical_len(json);
+        let members = CanonicalMembers::of(obj);
+        let size = members.canonical_len();
         if size > MAX_PDU_BYTES {
             return Err(Error::new(
                 ErrorKind::StringTooLong,
@@ -117,10 +124,16 @@ impl Pdu {
         }
 
         let is_v12_create = rv.room_id_from_create_event && event_type == "m.room.create" && state_key.as_deref() == Some("");
-        let event_id = hashes::event_id(json, rv)?;
-        if rv.event_format == EventFormat::V1 {
-            check_id(&event_id, "event_id", '$')?;
-        }
+        // One reference hash serves as the event ID and, for a v12 create event, the room ID.
+        let reference_hash = (rv.event_format != EventFormat::V1).then(|| hashes::reference_hash_of(obj, &members, rv));
+        let event_id = match &reference_hash {
+            Some(h) => hashes::event_id_from_reference_hash(h, rv),
+            None => {
+                let id = hashes::event_id(json, rv)?;
+                check_id(&id, "event_id", '$')?;
+                id
+            }
+        };
         let room_id = if is_v12_create {
             if obj.contains_key("room_id") {
                 return Err(Error::bad_json(
@@ -128,7 +141,10 @@ impl Pdu {
                     "a room version 12 create event must not have \"room_id\": the room ID is derived from its hash",
                 ));
             }
-            hashes::room_id_from_create_event(json, rv)?
+            match &reference_hash {
+                Some(h) => hashes::room_id_from_reference_hash(h),
+                None => hashes::room_id_from_create_event(json, rv)?,
+            }
         } else {
             id_string(obj, "room_id", Some('!'))?
         };
@@ -142,7 +158,7 @@ impl Pdu {
             None => None,
         };
 
-        Ok(Pdu {
+        Ok((Pdu {
             event_id,
             room_id,
             sender,
@@ -154,7 +170,7 @@ impl Pdu {
             depth,
             origin_server_ts,
             redacts,
-        })
+        }, members))
     }
 }
 
@@ -232,6 +248,13 @@ fn references(obj: &Map<String, Value>, field: &str, rv: &RoomVersion) -> Result
         out.push(id.clone());
     }
     Ok(out)
+}
+
+/// The event IDs of a PDU's `prev_events` or `auth_events` (`field`) under the rules of
+/// [`Pdu::from_json`] for room version `rv`, without validating the rest of the PDU: for a
+/// caller that only needs what the PDU references (`roomserver.missing_events`).
+pub fn reference_ids(pdu: &Map<String, Value>, field: &str, rv: &RoomVersion) -> Result<Vec<String>> {
+    references(pdu, field, rv)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use base64::Engine;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::canonical_json::{check_numbers, write_object};
+use crate::canonical_json::{check_numbers, write_members, CanonicalMembers};
 use crate::error::{Error, Result};
 use crate::redaction::{kept_top_level_keys, redact_content};
 use crate::room_version::{EventFormat, RoomVersion};
@@ -21,19 +21,57 @@ fn as_object(event: &Value) -> Result<&Map<String, Value>> {
     event.as_object().ok_or_else(|| Error::bad_json("(root)", "a PDU must be a JSON object"))
 }
 
-fn sha256_of_object<'a>(entries: impl IntoIterator<Item = (&'a str, &'a Value)>) -> [u8; 32] {
+fn sha256_of_members<'m>(members: impl IntoIterator<Item = (&'m str, &'m [u8])>) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    write_object(&mut hasher, entries).expect("hashing cannot fail");
+    write_members(&mut hasher, members).expect("hashing cannot fail");
     hasher.finalize().into()
+}
+
+/// The raw sha256 content hash of a PDU serialised once ([`CanonicalMembers`]).
+pub fn content_hash_of(members: &CanonicalMembers<'_>) -> [u8; 32] {
+    sha256_of_members(members.iter().filter(|(k, _)| !matches!(*k, "unsigned" | "signatures" | "hashes")))
+}
+
+/// Whether `hashes.sha256` of `event` matches the content hash of its members. `false` when it
+/// is absent or wrong.
+pub fn content_hash_matches_members(event: &Map<String, Value>, members: &CanonicalMembers<'_>) -> bool {
+    let claimed = event.get("hashes").and_then(|h| h.get("sha256")).and_then(Value::as_str);
+    let Some(claimed) = claimed else { return false };
+    // Servers emit unpadded base64, but tolerate padding on the way in.
+    claimed.trim_end_matches('=') == STANDARD_NO_PAD.encode(content_hash_of(members))
+}
+
+/// The raw sha256 reference hash of a PDU serialised once: its members in room version `rv`'s
+/// redacted form, without `signatures` and `unsigned`; only the redacted content is serialised
+/// again.
+pub fn reference_hash_of(event: &Map<String, Value>, members: &CanonicalMembers<'_>, rv: &RoomVersion) -> [u8; 32] {
+    let event_type = event.get("type").and_then(Value::as_str).unwrap_or("");
+    let content = match event.get("content") {
+        Some(Value::Object(c)) => Value::Object(redact_content(event_type, c, rv)),
+        _ => Value::Object(Map::new()),
+    };
+    let content = serde_json::to_vec(&content).expect("serialising a serde_json::Value cannot fail");
+    let keep = kept_top_level_keys(rv);
+    let mut entries: Vec<(&str, &[u8])> =
+        members.iter().filter(|(k, _)| keep.contains(k) && !matches!(*k, "signatures" | "content")).collect();
+    entries.push(("content", &content));
+    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    sha256_of_members(entries)
+}
+
+/// An event ID from a reference hash: unpadded base64, standard in v3, URL-safe from v4.
+pub fn event_id_from_reference_hash(hash: &[u8; 32], rv: &RoomVersion) -> String {
+    match rv.event_format {
+        EventFormat::V3 => format!("${}", URL_SAFE_NO_PAD.encode(hash)),
+        _ => format!("${}", STANDARD_NO_PAD.encode(hash)),
+    }
 }
 
 /// The raw sha256 content hash.
 pub fn content_hash_bytes(event: &Value) -> Result<[u8; 32]> {
     let obj = as_object(event)?;
     check_numbers(event, "", false)?;
-    Ok(sha256_of_object(
-        obj.iter().filter(|(k, _)| !matches!(k.as_str(), "unsigned" | "signatures" | "hashes")).map(|(k, v)| (k.as_str(), v)),
-    ))
+    Ok(content_hash_of(&CanonicalMembers::of(obj)))
 }
 
 /// The content hash as it appears in `hashes.sha256`: unpadded standard base64.
@@ -43,11 +81,9 @@ pub fn content_hash(event: &Value) -> Result<String> {
 
 /// Whether `hashes.sha256` matches the content. `Ok(false)` when it is absent or wrong.
 pub fn content_hash_matches(event: &Value) -> Result<bool> {
-    let claimed = event.get("hashes").and_then(|h| h.get("sha256")).and_then(Value::as_str);
-    let Some(claimed) = claimed else { return Ok(false) };
-    // Servers emit unpadded base64, but tolerate padding on the way in.
-    let claimed = claimed.trim_end_matches('=');
-    Ok(claimed == content_hash(event)?)
+    let obj = as_object(event)?;
+    check_numbers(event, "", false)?;
+    Ok(content_hash_matches_members(obj, &CanonicalMembers::of(obj)))
 }
 
 /// The raw sha256 reference hash of `event` in room version `rv`: the redacted event without
@@ -55,20 +91,7 @@ pub fn content_hash_matches(event: &Value) -> Result<bool> {
 pub fn reference_hash_bytes(event: &Value, rv: &RoomVersion) -> Result<[u8; 32]> {
     let obj = as_object(event)?;
     check_numbers(event, "", false)?;
-    let event_type = obj.get("type").and_then(Value::as_str).unwrap_or("");
-    let content = match obj.get("content") {
-        Some(Value::Object(c)) => Value::Object(redact_content(event_type, c, rv)),
-        _ => Value::Object(Map::new()),
-    };
-    let keep = kept_top_level_keys(rv);
-    let mut entries: Vec<(&str, &Value)> = obj
-        .iter()
-        .filter(|(k, _)| keep.contains(&k.as_str()) && !matches!(k.as_str(), "signatures" | "content"))
-        .map(|(k, v)| (k.as_str(), v))
-        .collect();
-    entries.push(("content", &content));
-    entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    Ok(sha256_of_object(entries))
+    Ok(reference_hash_of(obj, &CanonicalMembers::of(obj), rv))
 }
 
 /// The event ID of `event` in room version `rv`: the given `event_id` for v1/v2, the reference
@@ -80,14 +103,18 @@ pub fn event_id(event: &Value, rv: &RoomVersion) -> Result<String> {
             Some(_) => Err(Error::wrong_type("event_id", "a string")),
             None => Err(Error::missing("event_id")),
         },
-        EventFormat::V2 => Ok(format!("${}", STANDARD_NO_PAD.encode(reference_hash_bytes(event, rv)?))),
-        EventFormat::V3 => Ok(format!("${}", URL_SAFE_NO_PAD.encode(reference_hash_bytes(event, rv)?))),
+        EventFormat::V2 | EventFormat::V3 => Ok(event_id_from_reference_hash(&reference_hash_bytes(event, rv)?, rv)),
     }
 }
 
 /// The room ID a v12 create event defines: `!` + its reference hash, URL-safe unpadded base64.
 pub fn room_id_from_create_event(create: &Value, rv: &RoomVersion) -> Result<String> {
-    Ok(format!("!{}", URL_SAFE_NO_PAD.encode(reference_hash_bytes(create, rv)?)))
+    Ok(room_id_from_reference_hash(&reference_hash_bytes(create, rv)?))
+}
+
+/// A v12 room ID from its create event's reference hash.
+pub fn room_id_from_reference_hash(hash: &[u8; 32]) -> String {
+    format!("!{}", URL_SAFE_NO_PAD.encode(hash))
 }
 
 /// Sets `hashes.sha256` of `event` to its content hash (used by event builders and the room

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
 use crate::event::Pdu;
-use crate::hashes::content_hash_matches;
+use crate::hashes::content_hash_matches_members;
 use crate::redaction::redact;
 use crate::room_version::{EventFormat, RoomVersion};
 
@@ -106,8 +106,9 @@ pub fn room_version_for(json: &Value, known_room_version: Option<&str>, requeste
 
 /// Validates `json` as a PDU of `rv` and splits it for storage.
 pub fn split(json: &Value, rv: &RoomVersion) -> Result<StoredForm> {
-    let pdu = Pdu::from_json(json, rv)?;
-    let content_hash_ok = content_hash_matches(json)?;
+    let (pdu, members) = Pdu::parse(json, rv)?;
+    let Value::Object(object) = json else { unreachable!("Pdu::parse accepted a non-object") };
+    let content_hash_ok = content_hash_matches_members(object, &members);
     // Spec: an event whose content hash does not match is redacted before it is processed further.
     let redacted;
     let kept = if content_hash_ok {
