@@ -1,4 +1,7 @@
 -- A DBA installs the extension and looks at what it created.
+\set setup_without_extension
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup/setup.sql
 CREATE EXTENSION pg_roomserver;
 
 SELECT extname, extversion, nspname AS schema

@@ -1,4 +1,6 @@
 -- The pure functions: canonical JSON, content hash, redaction, event IDs.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup/setup.sql
 
 -- Canonical JSON (spec appendix examples).
 SELECT roomserver.canonical_json('{"one": 1, "two": "Two"}');

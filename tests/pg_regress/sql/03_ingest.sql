@@ -1,43 +1,12 @@
 -- A DBA builds a small room version 10 room by hand, ingests it, and looks at it.
--- sealed(): sets hashes.sha256 to the content hash, as the sending server does.
-CREATE FUNCTION pg_temp.sealed(pdu jsonb) RETURNS jsonb LANGUAGE sql
-AS $$ SELECT pdu || jsonb_build_object('hashes', jsonb_build_object('sha256', roomserver.content_hash(pdu))) $$;
-
-SELECT pg_temp.sealed('{"type": "m.room.create", "state_key": "", "room_id": "!demo:example.org",
-  "sender": "@alice:example.org", "content": {"creator": "@alice:example.org", "room_version": "10"},
-  "depth": 1, "origin_server_ts": 1700000000000, "prev_events": [], "auth_events": []}') AS create_pdu \gset
-SELECT roomserver.event_id_for(:'create_pdu', '10') AS create_id \gset
-
-SELECT pg_temp.sealed(jsonb_build_object('type', 'm.room.member', 'state_key', '@alice:example.org',
-  'room_id', '!demo:example.org', 'sender', '@alice:example.org', 'content', '{"membership": "join"}'::jsonb,
-  'depth', 2, 'origin_server_ts', 1700000001000, 'prev_events', jsonb_build_array(:'create_id'),
-  'auth_events', jsonb_build_array(:'create_id'))) AS alice_join \gset
-SELECT roomserver.event_id_for(:'alice_join', '10') AS alice_join_id \gset
-
-SELECT pg_temp.sealed(jsonb_build_object('type', 'm.room.join_rules', 'state_key', '',
-  'room_id', '!demo:example.org', 'sender', '@alice:example.org', 'content', '{"join_rule": "public"}'::jsonb,
-  'depth', 3, 'origin_server_ts', 1700000002000, 'prev_events', jsonb_build_array(:'alice_join_id'),
-  'auth_events', jsonb_build_array(:'create_id', :'alice_join_id'))) AS join_rules \gset
-SELECT roomserver.event_id_for(:'join_rules', '10') AS join_rules_id \gset
-
--- Two events on concurrent branches (a fork), then a merge.
-SELECT pg_temp.sealed(jsonb_build_object('type', 'm.room.topic', 'state_key', '',
-  'room_id', '!demo:example.org', 'sender', '@alice:example.org', 'content', '{"topic": "Fork A"}'::jsonb,
-  'depth', 4, 'origin_server_ts', 1700000003000, 'prev_events', jsonb_build_array(:'join_rules_id'),
-  'auth_events', jsonb_build_array(:'create_id', :'alice_join_id'))) AS topic \gset
-SELECT roomserver.event_id_for(:'topic', '10') AS topic_id \gset
-
-SELECT pg_temp.sealed(jsonb_build_object('type', 'm.room.message',
-  'room_id', '!demo:example.org', 'sender', '@alice:example.org', 'content', '{"msgtype": "m.text", "body": "Fork B"}'::jsonb,
-  'depth', 4, 'origin_server_ts', 1700000003500, 'prev_events', jsonb_build_array(:'join_rules_id'),
-  'auth_events', jsonb_build_array(:'create_id', :'alice_join_id'))) AS message \gset
-SELECT roomserver.event_id_for(:'message', '10') AS message_id \gset
-
-SELECT pg_temp.sealed(jsonb_build_object('type', 'm.room.message',
-  'room_id', '!demo:example.org', 'sender', '@alice:example.org', 'content', '{"msgtype": "m.text", "body": "merged"}'::jsonb,
-  'depth', 5, 'origin_server_ts', 1700000004000, 'prev_events', jsonb_build_array(:'topic_id', :'message_id'),
-  'auth_events', jsonb_build_array(:'create_id', :'alice_join_id'))) AS merge \gset
-SELECT roomserver.event_id_for(:'merge', '10') AS merge_id \gset
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup/setup.sql
+-- The room, built in setup/setup.sql (regress.demo_room(), shared with the files that need it
+-- next to other rooms): the create event, alice's join, the join rules; two events on
+-- concurrent branches (a fork: a topic and a message), then a merge; and a tampered message.
+-- Each PDU and its event ID as a psql variable: create_pdu, create_id, alice_join,
+-- alice_join_id, join_rules(_id), topic(_id), message(_id), merge(_id), tampered.
+SELECT * FROM regress.demo_room() \gset
 
 -- An event of an unknown room needs its create event first (or a room version).
 SELECT roomserver.ingest_event(:'alice_join');
@@ -91,11 +60,7 @@ SELECT roomserver.room_nid('!demo:example.org') AS room_nid,
                             roomserver.state_key_nid('!demo:example.org', '@alice:example.org')) AS alice,
        roomserver.event_id(roomserver.room_nid('!demo:example.org'), roomserver.event_nid(:'topic_id')) = :'topic_id' AS topic_id_ok;
 
--- A PDU whose content does not match its hash is stored redacted and flagged.
-SELECT jsonb_build_object('type', 'm.room.message', 'room_id', '!demo:example.org', 'sender', '@alice:example.org',
-  'content', '{"msgtype": "m.text", "body": "tampered in transit"}'::jsonb, 'hashes', '{"sha256": "bm90IHRoZSBoYXNo"}'::jsonb,
-  'depth', 6, 'origin_server_ts', 1700000005000, 'prev_events', jsonb_build_array(:'merge_id'),
-  'auth_events', jsonb_build_array(:'create_id', :'alice_join_id')) AS tampered \gset
+-- A PDU whose content does not match its hash (tampered) is stored redacted and flagged.
 SELECT r->'content_hash_ok' AS content_hash_ok, r->>'event_id' AS tampered_id
 FROM roomserver.ingest_event(:'tampered') AS r \gset
 \echo content_hash_ok: :content_hash_ok

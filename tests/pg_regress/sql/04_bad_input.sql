@@ -1,13 +1,9 @@
 -- Bad input gets a clear ERROR with a SQLSTATE, and nothing is written.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup/setup.sql
 \set VERBOSITY default
--- try(): runs a statement and shows its SQLSTATE and message instead of aborting.
-CREATE FUNCTION pg_temp.try(statement text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE statement;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+-- The room version 10 room 03_ingest builds (!demo:example.org), as 03_ingest leaves it.
+SELECT regress.load_demo_room() AS demo_room_events;
 
 CREATE FUNCTION pg_temp.pdu(patch jsonb) RETURNS jsonb LANGUAGE sql AS $$
     SELECT jsonb_strip_nulls('{"type": "m.room.message", "room_id": "!demo:example.org", "sender": "@alice:example.org",
@@ -20,7 +16,7 @@ SELECT count(*) AS events_before FROM roomserver.stored_events \gset
 -- One ERROR as psql shows it.
 SELECT roomserver.ingest_event(pg_temp.pdu('{"sender": null}'));
 
-SELECT case_name, pg_temp.try(format('SELECT roomserver.ingest_event(%L::jsonb)', pdu)) AS outcome
+SELECT case_name, regress.try(format('SELECT roomserver.ingest_event(%L::jsonb)', pdu)) AS outcome
 FROM (VALUES
     ('not an object',          '[1, 2, 3]'::jsonb),
     ('missing sender',         pg_temp.pdu('{"sender": null}')),
@@ -40,12 +36,12 @@ FROM (VALUES
     ('unknown room',           pg_temp.pdu('{"room_id": "!nowhere:example.org"}'))
 ) AS t(case_name, pdu);
 
-SELECT pg_temp.try($$SELECT roomserver.ingest_event('{"type": "m.room.create", "state_key": "", "room_id": "!v:x", "sender": "@a:x", "content": {"room_version": "99"}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}')$$) AS unknown_room_version;
-SELECT pg_temp.try($$SELECT roomserver.ingest_event('{"type": "m.room.message", "room_id": "!new:x", "sender": "@a:x", "content": {}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}', 'v99')$$) AS unknown_version_argument;
-SELECT pg_temp.try($$SELECT roomserver.ingest_event('{"type": "m.room.message", "room_id": "!demo:example.org", "sender": "@a:x", "content": {}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}', '11')$$) AS version_mismatch;
-SELECT pg_temp.try($$SELECT roomserver.ingest_event(NULL)$$) AS null_pdu;
-SELECT pg_temp.try($$SELECT roomserver.ingest_events('{"not": "an array"}')$$) AS batch_not_array;
-SELECT pg_temp.try('SELECT roomserver.ingest_event(''{"type": oops}'')') AS malformed_json_text;
+SELECT regress.try($$SELECT roomserver.ingest_event('{"type": "m.room.create", "state_key": "", "room_id": "!v:x", "sender": "@a:x", "content": {"room_version": "99"}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}')$$) AS unknown_room_version;
+SELECT regress.try($$SELECT roomserver.ingest_event('{"type": "m.room.message", "room_id": "!new:x", "sender": "@a:x", "content": {}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}', 'v99')$$) AS unknown_version_argument;
+SELECT regress.try($$SELECT roomserver.ingest_event('{"type": "m.room.message", "room_id": "!demo:example.org", "sender": "@a:x", "content": {}, "depth": 1, "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}}', '11')$$) AS version_mismatch;
+SELECT regress.try($$SELECT roomserver.ingest_event(NULL)$$) AS null_pdu;
+SELECT regress.try($$SELECT roomserver.ingest_events('{"not": "an array"}')$$) AS batch_not_array;
+SELECT regress.try('SELECT roomserver.ingest_event(''{"type": oops}'')') AS malformed_json_text;
 
 -- A batch whose third PDU is bad writes none of the batch, not even the good ones before it.
 SELECT count(*) FROM roomserver.ingest_events(

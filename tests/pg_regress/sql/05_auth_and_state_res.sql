@@ -1,10 +1,11 @@
 -- The authorization rules and state resolution, asked directly: "may this event be sent?" and
 -- "why is the state this?". A room version 10 room: Alice (100) and Bob (50).
-CREATE FUNCTION pg_temp.sealed(pdu jsonb) RETURNS jsonb LANGUAGE sql
-AS $$ SELECT pdu || jsonb_build_object('hashes', jsonb_build_object('sha256', roomserver.content_hash(pdu))) $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup/setup.sql
+-- ev(): a sealed PDU of this room (regress.sealed: hashes.sha256 set to the content hash).
 CREATE FUNCTION pg_temp.ev(type text, state_key text, sender text, content jsonb, depth int, prev text[], auth text[])
 RETURNS jsonb LANGUAGE sql AS $$
-    SELECT pg_temp.sealed(jsonb_strip_nulls(jsonb_build_object('type', type, 'state_key', state_key,
+    SELECT regress.sealed(jsonb_strip_nulls(jsonb_build_object('type', type, 'state_key', state_key,
         'room_id', '!auth:a.example', 'sender', sender, 'content', content, 'depth', depth,
         'origin_server_ts', 1700000000000 + depth, 'prev_events', to_jsonb(prev), 'auth_events', to_jsonb(auth))))
 $$;

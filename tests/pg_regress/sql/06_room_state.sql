@@ -1,19 +1,15 @@
 -- A DBA and a front end looking at room state: the sample room (roomgen --sample: room version
 -- 12, 40 events, forks, bans, a soft-failed event) loaded and queried.
-CREATE FUNCTION pg_temp.try(statement text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE statement;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup/setup.sql
+-- Beside it, the room version 10 room 03_ingest builds (!demo:example.org), as 03_ingest leaves
+-- it: the storage counts below are of both rooms.
+SELECT regress.load_demo_room() AS demo_room_events;
 
-CREATE TEMP TABLE sample (n serial, pdu jsonb);
-\copy sample (pdu) FROM 'roomgen/sample/room-v12.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')
 SELECT count(*) AS events,
        count(*) FILTER (WHERE r->>'rejection' IS NOT NULL) AS rejected,
        count(*) FILTER (WHERE r->>'soft_failure' IS NOT NULL) AS soft_failed
-FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM sample)) AS r;
+FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM regress.sample)) AS r;
 SELECT room_id FROM roomserver.rooms WHERE room_version = '12' \gset
 
 -- Who is in the room, and its current state.
@@ -74,8 +70,8 @@ WHERE r.room_id = :'room_id' ORDER BY 1, 2;
 SELECT l.ord, roomserver.event_id(r.room_nid, l.event_nid) = (SELECT event_id FROM roomserver.current_state WHERE room_id = :'room_id' AND type = 'm.room.create') AS is_create
 FROM roomserver.rooms r, roomserver.snapshot_lookup(r.room_nid, r.current_state, ARRAY[roomserver.event_type_nid('m.room.create'), 999], ARRAY[1, 1]) l
 WHERE r.room_id = :'room_id';
-SELECT pg_temp.try(format('SELECT * FROM roomserver.snapshot_lookup(%s, %s, ARRAY[1], ARRAY[1])', 424242, 1));
-SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_lookup(1, 1, ARRAY[1, 2], ARRAY[1])');
+SELECT regress.try(format('SELECT * FROM roomserver.snapshot_lookup(%s, %s, ARRAY[1], ARRAY[1])', 424242, 1));
+SELECT regress.try('SELECT * FROM roomserver.snapshot_lookup(1, 1, ARRAY[1, 2], ARRAY[1])');
 -- What the ban changed (the diff of the states before and after it), and the current state as
 -- arrays, one per column, as a program reading a whole state takes it.
 SELECT roomserver.event_type(d.type_nid) AS type, roomserver.state_key(e.room_nid, d.state_key_nid) AS state_key,
@@ -98,15 +94,15 @@ SELECT (SELECT array_agg(roomserver.event_id(b.room_nid, n) ORDER BY roomserver.
 FROM roomserver.stored_events b WHERE b.event_id = :'ban_id';
 SELECT roomserver.nid_set_union(ARRAY['\x0301'::bytea, NULL, '\x04'::bytea]) AS union_of_3_4_and_4,
        roomserver.nid_set_decode('\x0301') AS decoded;
-SELECT pg_temp.try($$SELECT roomserver.nid_set_union(ARRAY['\x05'::bytea, '\x80'::bytea])$$);
-SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_diff(424242, 1, 2)');
-SELECT pg_temp.try('SELECT * FROM roomserver.snapshot_state_arrays(424242, 1)');
+SELECT regress.try($$SELECT roomserver.nid_set_union(ARRAY['\x05'::bytea, '\x80'::bytea])$$);
+SELECT regress.try('SELECT * FROM roomserver.snapshot_diff(424242, 1, 2)');
+SELECT regress.try('SELECT * FROM roomserver.snapshot_state_arrays(424242, 1)');
 
 -- Bad input: unknown room, unknown event, an event of another room: 404 (P0002).
-SELECT pg_temp.try($$SELECT roomserver.state_ids('!nowhere:example.org', 'x')$$);
-SELECT pg_temp.try(format('SELECT roomserver.state_ids(%L, %L)', :'room_id', '$unknown'));
-SELECT pg_temp.try(format('SELECT roomserver.state(%L, %L)', '!demo:example.org', :'ban_id'));
-SELECT pg_temp.try($$SELECT * FROM roomserver.state_at_event('$unknown')$$);
-SELECT pg_temp.try(format('SELECT * FROM roomserver.state_at_event(%L, pairs => ARRAY[''a'', ''b''])', :'ban_id'));
-SELECT pg_temp.try($$SELECT roomserver.forward_extremities('!nowhere:example.org')$$);
+SELECT regress.try($$SELECT roomserver.state_ids('!nowhere:example.org', 'x')$$);
+SELECT regress.try(format('SELECT roomserver.state_ids(%L, %L)', :'room_id', '$unknown'));
+SELECT regress.try(format('SELECT roomserver.state(%L, %L)', '!demo:example.org', :'ban_id'));
+SELECT regress.try($$SELECT * FROM roomserver.state_at_event('$unknown')$$);
+SELECT regress.try(format('SELECT * FROM roomserver.state_at_event(%L, pairs => ARRAY[''a'', ''b''])', :'ban_id'));
+SELECT regress.try($$SELECT roomserver.forward_extremities('!nowhere:example.org')$$);
 SELECT count(*) AS integrity_problems FROM roomserver.check_integrity();

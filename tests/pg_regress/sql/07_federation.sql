@@ -1,22 +1,15 @@
 -- A front end serving the federation endpoints, one SQL call each, on the sample room
 -- (roomgen --sample: room version 12, 40 events, forks and merges).
-CREATE FUNCTION pg_temp.try(statement text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE statement;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup/setup.sql
 -- Each PDU of a response as (depth, type, sender), the event ID shortened.
 CREATE FUNCTION pg_temp.show(pdus jsonb) RETURNS TABLE (n bigint, depth int, type text, sender text, event text, redacted boolean)
 LANGUAGE sql AS $$
     SELECT i, (p->>'depth')::int, p->>'type', p->>'sender', left(roomserver.event_id_for(p, '12'), 8), NOT p ? 'hashes' OR p->'content' = '{}'
     FROM jsonb_array_elements(pdus) WITH ORDINALITY AS x(p, i) ORDER BY i $$;
 
-CREATE TEMP TABLE sample (n serial, pdu jsonb);
-\copy sample (pdu) FROM 'roomgen/sample/room-v12.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')
--- (06_room_state loaded it already: ingesting again is a no-op.)
-SELECT count(*) AS events FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM sample));
+-- The sample room (regress.sample: setup/setup.sql reads roomgen/sample/room-v12.jsonl).
+SELECT count(*) AS events FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM regress.sample));
 SELECT room_id FROM roomserver.rooms WHERE room_version = '12' \gset
 SELECT event_id AS latest FROM roomserver.events WHERE room_id = :'room_id' ORDER BY depth DESC, event_id COLLATE "C" DESC LIMIT 1 \gset
 SELECT event_id AS fork FROM roomserver.events e WHERE room_id = :'room_id'
@@ -25,7 +18,7 @@ ORDER BY depth LIMIT 1 \gset
 SELECT event_id AS early FROM roomserver.events WHERE room_id = :'room_id' AND depth = 8 ORDER BY event_id COLLATE "C" LIMIT 1 \gset
 
 -- The origin of transactions is this server's name; without it, a clear error (55000).
-SELECT pg_temp.try(format('SELECT roomserver.backfill(%L, ARRAY[%L], 5)', :'room_id', :'latest'));
+SELECT regress.try(format('SELECT roomserver.backfill(%L, ARRAY[%L], 5)', :'room_id', :'latest'));
 SET roomserver.server_name = 'here.example';
 
 -- GET /_matrix/federation/v1/backfill/{roomId}?v={latest}&limit=8: newest first, branches side by side.
@@ -65,13 +58,11 @@ SELECT jsonb_agg(DISTINCT r) AS redacted FROM pg_temp.show((roomserver.backfill(
 SELECT sender AS creator FROM roomserver.events WHERE room_id = :'room_id' AND type = 'm.room.create' \gset
 SELECT jsonb_agg(event_id) AS auth FROM roomserver.current_state WHERE room_id = :'room_id'
    AND (type, state_key) IN (('m.room.power_levels', ''), ('m.room.member', :'creator')) \gset
-CREATE FUNCTION pg_temp.sealed(pdu jsonb) RETURNS jsonb LANGUAGE sql
-AS $$ SELECT pdu || jsonb_build_object('hashes', jsonb_build_object('sha256', roomserver.content_hash(pdu))) $$;
-SELECT (roomserver.ingest_event(pg_temp.sealed(jsonb_build_object('type', 'm.room.history_visibility', 'state_key', '',
+SELECT (roomserver.ingest_event(regress.sealed(jsonb_build_object('type', 'm.room.history_visibility', 'state_key', '',
          'room_id', :'room_id', 'sender', :'creator', 'content', '{"history_visibility": "joined"}'::jsonb,
          'depth', 35, 'origin_server_ts', 1700000099000, 'auth_events', :'auth'::jsonb,
          'prev_events', (SELECT jsonb_agg(e) FROM roomserver.forward_extremities(:'room_id') e)))))->>'event_id' AS hv_id \gset
-SELECT (roomserver.ingest_event(pg_temp.sealed(jsonb_build_object('type', 'm.room.message',
+SELECT (roomserver.ingest_event(regress.sealed(jsonb_build_object('type', 'm.room.message',
          'room_id', :'room_id', 'sender', :'creator', 'content', '{"msgtype": "m.text", "body": "members only"}'::jsonb,
          'depth', 36, 'origin_server_ts', 1700000099001, 'auth_events', :'auth'::jsonb,
          'prev_events', jsonb_build_array(:'hv_id')))))->>'event_id' AS msg_id \gset
@@ -91,15 +82,15 @@ SELECT (roomserver.backfill(:'room_id', ARRAY[:'msg_id'], 1))->'pdus'->0->'conte
 
 -- Bad input: unknown room 404 (P0002); limit <= 0 (22023); NULL arguments (22004); unknown
 -- event IDs skipped; a limit over 1000 clamped; another room's events are never returned.
-SELECT pg_temp.try($$SELECT roomserver.backfill('!nowhere:example.org', ARRAY['$x'], 5)$$);
-SELECT pg_temp.try(format('SELECT roomserver.backfill(%L, ARRAY[%L], 0)', :'room_id', :'latest'));
-SELECT pg_temp.try(format('SELECT roomserver.forwards_fill(%L, ARRAY[%L], -1)', :'room_id', :'latest'));
-SELECT pg_temp.try(format('SELECT roomserver.get_missing_events(%L, NULL, ARRAY[%L])', :'room_id', :'latest'));
-SELECT pg_temp.try(format('SELECT roomserver.backfill(%L, ARRAY[%L], NULL)', :'room_id', :'latest'));
-SELECT pg_temp.try(format('SELECT roomserver.event_auth(%L, %L)', :'room_id', '$unknown'));
-SELECT pg_temp.try($$SELECT roomserver.event('$unknown')$$);
-SELECT pg_temp.try($$SELECT roomserver.missing_events('{"prev_events": "x", "auth_events": []}')$$);
-SELECT pg_temp.try($$SELECT roomserver.missing_events('{"room_id": "!nowhere:example.org", "prev_events": ["$a"], "auth_events": []}')$$);
+SELECT regress.try($$SELECT roomserver.backfill('!nowhere:example.org', ARRAY['$x'], 5)$$);
+SELECT regress.try(format('SELECT roomserver.backfill(%L, ARRAY[%L], 0)', :'room_id', :'latest'));
+SELECT regress.try(format('SELECT roomserver.forwards_fill(%L, ARRAY[%L], -1)', :'room_id', :'latest'));
+SELECT regress.try(format('SELECT roomserver.get_missing_events(%L, NULL, ARRAY[%L])', :'room_id', :'latest'));
+SELECT regress.try(format('SELECT roomserver.backfill(%L, ARRAY[%L], NULL)', :'room_id', :'latest'));
+SELECT regress.try(format('SELECT roomserver.event_auth(%L, %L)', :'room_id', '$unknown'));
+SELECT regress.try($$SELECT roomserver.event('$unknown')$$);
+SELECT regress.try($$SELECT roomserver.missing_events('{"prev_events": "x", "auth_events": []}')$$);
+SELECT regress.try($$SELECT roomserver.missing_events('{"room_id": "!nowhere:example.org", "prev_events": ["$a"], "auth_events": []}')$$);
 SELECT jsonb_array_length(b->'pdus') AS pdus FROM roomserver.backfill(:'room_id', ARRAY['$unknown', NULL, :'latest'], 2) b;
 SELECT jsonb_array_length(b->'pdus') AS pdus FROM roomserver.backfill(:'room_id', ARRAY[:'latest'], 1000000) b;
 SELECT jsonb_array_length(b->'pdus') AS pdus FROM roomserver.forwards_fill(:'room_id', ARRAY['$unknown'], 10) b;

@@ -2,28 +2,20 @@
 -- answers a role the tables would refuse, functions planted on the search_path never run
 -- inside ours, bad input of any shape is a documented SQLSTATE (never XX000), and
 -- check_integrity() looks at the state tables too.
+\getenv abs_srcdir PG_ABS_SRCDIR
+\i :abs_srcdir/setup/setup.sql
 \set VERBOSITY default
--- try(): a statement's SQLSTATE and message instead of an abort (in a schema, not pg_temp: this
--- file reconnects).
-CREATE SCHEMA regress_util;
-CREATE FUNCTION regress_util.try(statement text) RETURNS text LANGUAGE plpgsql AS $$
-BEGIN
-    EXECUTE statement;
-    RETURN 'ok';
-EXCEPTION WHEN OTHERS THEN
-    RETURN SQLSTATE || ': ' || SQLERRM;
-END $$;
 
+-- The room version 10 room 03_ingest builds (!demo:example.org), as 03_ingest leaves it: room
+-- NID 1, whose state the cache and search_path checks below read.
+SELECT regress.load_demo_room() AS demo_room_events;
 -- The first 60 events of a generated forked room (roomgen --seed 7 --version 11 --members 200
 -- --servers 10 --events 5000 --fork-every 50 --fork-width 3 --fork-depth 4 --churn 0.2), and a
 -- message whose prev events are the forward extremity and an older event: its state before is a
--- new resolution of two committed states.
-CREATE TEMP TABLE room (n serial, pdu jsonb);
-\copy room (pdu) FROM 'tests/fixtures/room5k_first60.jsonl' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')
-CREATE TEMP TABLE mprime (pdu jsonb);
-\copy mprime (pdu) FROM 'tests/fixtures/savepoint_mprime.json' WITH (FORMAT csv, QUOTE e'\x01', DELIMITER e'\x02')
-SELECT count(*) AS loaded FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM room));
-SELECT pdu AS mprime FROM mprime \gset
+-- new resolution of two committed states (regress.room5k and regress.mprime: setup/setup.sql
+-- reads tests/fixtures/room5k_first60.jsonl and savepoint_mprime.json).
+SELECT count(*) AS loaded FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM regress.room5k));
+SELECT pdu AS mprime FROM regress.mprime \gset
 
 -- Ingest inside a savepoint and roll back to it, then inside a PL/pgSQL block whose EXCEPTION
 -- clause undoes it, then for real: the last ingest must not reuse the snapshot the rolled-back
@@ -35,7 +27,7 @@ ROLLBACK TO SAVEPOINT s;
 DO $$
 BEGIN
     BEGIN
-        PERFORM roomserver.ingest_event(pdu) FROM mprime;
+        PERFORM roomserver.ingest_event(pdu) FROM regress.mprime;
         RAISE EXCEPTION 'undo' USING ERRCODE = 'P0001';
     EXCEPTION WHEN raise_exception THEN NULL;
     END;
@@ -69,12 +61,12 @@ ROLLBACK;
 -- tables gets what the tables say (42501), in a backend that has the state cached.
 SELECT room_nid, current_state AS snap FROM roomserver.rooms ORDER BY room_nid LIMIT 1 \gset
 CREATE ROLE regress_nosel;
-GRANT USAGE ON SCHEMA roomserver, regress_util TO regress_nosel;
+GRANT USAGE ON SCHEMA roomserver, regress TO regress_nosel;
 GRANT EXECUTE ON FUNCTION roomserver.snapshot_entries(bigint, bigint), roomserver.snapshot_lookup(bigint, bigint, bigint[], bigint[]) TO regress_nosel;
 SELECT count(*) > 0 AS cached FROM roomserver.snapshot_entries(:room_nid, :snap);
 SET ROLE regress_nosel;
-SELECT regress_util.try(format('SELECT roomserver.snapshot_entries(%s, %s)', :room_nid, :snap)) AS from_cache;
-SELECT regress_util.try(format('SELECT roomserver.snapshot_lookup(%s, %s, ARRAY[1::bigint], ARRAY[1::bigint])', :room_nid, :snap)) AS lookup;
+SELECT regress.try(format('SELECT roomserver.snapshot_entries(%s, %s)', :room_nid, :snap)) AS from_cache;
+SELECT regress.try(format('SELECT roomserver.snapshot_lookup(%s, %s, ARRAY[1::bigint], ARRAY[1::bigint])', :room_nid, :snap)) AS lookup;
 RESET ROLE;
 -- Granted SELECT, the same role reads it.
 GRANT SELECT ON roomserver.state_snapshots, roomserver.state_blocks, roomserver.stored_events TO regress_nosel;
@@ -120,8 +112,8 @@ DROP SCHEMA regress_planted CASCADE;
 
 -- Input no conversion can take is a documented SQLSTATE, never XX000: numbers beyond a
 -- double (22003), nesting deeper than 128 levels (54000), for every function taking jsonb.
-SELECT fn, regress_util.try(format(sql, '{"type":"m.room.message","content":{"n":1e400}}')) AS huge_number,
-       regress_util.try(format(sql, '{"content":{"a":' || repeat('[', 129) || repeat(']', 129) || '}}')) AS deep_nesting
+SELECT fn, regress.try(format(sql, '{"type":"m.room.message","content":{"n":1e400}}')) AS huge_number,
+       regress.try(format(sql, '{"content":{"a":' || repeat('[', 129) || repeat(']', 129) || '}}')) AS deep_nesting
 FROM (VALUES
     ('ingest_event',  'SELECT roomserver.ingest_event(%L::jsonb)'),
     ('ingest_events', 'SELECT roomserver.ingest_events(jsonb_build_array(%L::jsonb))'),
@@ -135,28 +127,27 @@ FROM (VALUES
 -- 127 levels are fine.
 SELECT length(roomserver.canonical_json(('{"a":' || repeat('[', 126) || repeat(']', 126) || '}')::jsonb)) AS depth_127;
 -- A NID set that would decode to more than 2^25 NIDs is refused before it is decoded.
-SELECT regress_util.try('SELECT cardinality(roomserver.nid_set_decode(decode(repeat(''01'', 33554433), ''hex'')))') AS huge_nid_set;
-SELECT regress_util.try('SELECT cardinality(roomserver.nid_set_union(ARRAY[decode(repeat(''01'', 33554433), ''hex'')]))') AS huge_union;
+SELECT regress.try('SELECT cardinality(roomserver.nid_set_decode(decode(repeat(''01'', 33554433), ''hex'')))') AS huge_nid_set;
+SELECT regress.try('SELECT cardinality(roomserver.nid_set_union(ARRAY[decode(repeat(''01'', 33554433), ''hex'')]))') AS huge_union;
 
 -- One PDU cannot name more than 20 prev events or 10 auth events (Synapse's limits).
-SELECT regress_util.try(format('SELECT roomserver.ingest_event(%L::jsonb)',
+SELECT regress.try(format('SELECT roomserver.ingest_event(%L::jsonb)',
     jsonb_set(:'mprime'::jsonb, '{prev_events}', (SELECT jsonb_agg('$e' || g) FROM generate_series(1, 21) g)))) AS prev_21;
-SELECT regress_util.try(format('SELECT roomserver.ingest_event(%L::jsonb)',
+SELECT regress.try(format('SELECT roomserver.ingest_event(%L::jsonb)',
     jsonb_set(:'mprime'::jsonb, '{auth_events}', (SELECT jsonb_agg('$e' || g) FROM generate_series(1, 11) g)))) AS auth_11;
 
 -- Nothing can be ingested where nothing can be written (on a hot standby too): 25006.
 BEGIN READ ONLY;
-SELECT regress_util.try(format('SELECT roomserver.ingest_event(%L::jsonb)', :'mprime')) AS read_only;
+SELECT regress.try(format('SELECT roomserver.ingest_event(%L::jsonb)', :'mprime')) AS read_only;
 COMMIT;
 
 -- The admin function that assigns state key NIDs: an unknown room is 23503, not a 40001 that
 -- asks for a retry that can never help (the empty key of an unknown room is never inserted).
-SELECT regress_util.try('SELECT * FROM roomserver.assign_state_key_nids(ARRAY[999999]::bigint[], ARRAY[''''])') AS empty_key_unknown_room;
-SELECT regress_util.try('SELECT * FROM roomserver.assign_state_key_nids(ARRAY[999999]::bigint[], ARRAY[''@a:x''])') AS user_key_unknown_room;
+SELECT regress.try('SELECT * FROM roomserver.assign_state_key_nids(ARRAY[999999]::bigint[], ARRAY[''''])') AS empty_key_unknown_room;
+SELECT regress.try('SELECT * FROM roomserver.assign_state_key_nids(ARRAY[999999]::bigint[], ARRAY[''@a:x''])') AS user_key_unknown_room;
 
 -- The cache's size is a setting (superuser), in memory units.
 SHOW roomserver.cache_size;
 SET roomserver.cache_size = '1MB';
 SELECT count(*) > 0 AS with_small_cache FROM roomserver.state_at_event(:'mprime_id');
 RESET roomserver.cache_size;
-DROP SCHEMA regress_util CASCADE;
