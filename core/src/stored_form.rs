@@ -1,6 +1,7 @@
 //! How a PDU is stored: the fields that become columns or edge rows are taken out, the rest is
-//! kept as JSON. `rebuild` is the inverse (the SQL function `roomserver.event_pdu` does the same
-//! in SQL); together they guarantee that what comes out equals what went in under canonical JSON.
+//! kept as JSON. The SQL function `roomserver_internal.stored_pdus` puts a stored event back
+//! together; the tests here prove that the split loses nothing, so what comes out equals what
+//! went in under canonical JSON.
 //!
 //! Also decides, before anything is parsed, which room version an incoming PDU is in.
 
@@ -183,45 +184,46 @@ impl StoredColumns {
     }
 }
 
-/// Puts a stored event back together (the Rust twin of the SQL `roomserver.event_pdu`).
-pub fn rebuild(form: &StoredForm, rv: &RoomVersion) -> Value {
-    let Value::Object(rest) = &form.rest else { return form.rest.clone() };
-    let p = &form.pdu;
-    let mut obj = rest.clone();
-    if !form.room_id_implied {
-        obj.insert("room_id".into(), Value::String(p.room_id.clone()));
-    }
-    obj.insert("type".into(), Value::String(p.event_type.clone()));
-    if let Some(k) = &p.state_key {
-        obj.insert("state_key".into(), Value::String(k.clone()));
-    }
-    obj.insert("sender".into(), Value::String(p.sender.clone()));
-    obj.insert("depth".into(), Value::from(p.depth));
-    obj.insert("origin_server_ts".into(), Value::from(p.origin_server_ts));
-    if rv.event_format == EventFormat::V1 {
-        obj.insert("event_id".into(), Value::String(p.event_id.clone()));
-    }
-    for (kind, key) in [(EdgeKind::Prev, "prev_events"), (EdgeKind::Auth, "auth_events")] {
-        let refs = form
-            .edges
-            .iter()
-            .filter(|e| e.kind == kind)
-            .map(|e| match &e.ref_hashes {
-                Some(h) => Value::Array(vec![Value::String(e.target_event_id.clone()), h.clone()]),
-                None => Value::String(e.target_event_id.clone()),
-            })
-            .collect();
-        obj.insert(key.into(), Value::Array(refs));
-    }
-    Value::Object(obj)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::canonical_json::to_canonical_string;
     use crate::hashes::with_content_hash;
     use serde_json::json;
+
+    /// Puts a split event back together, as `roomserver_internal.stored_pdus` does from the tables
+    /// (the one owner of that rule): here only to show that `split` loses nothing.
+    fn rebuild(form: &StoredForm, rv: &RoomVersion) -> Value {
+        let Value::Object(rest) = &form.rest else { return form.rest.clone() };
+        let p = &form.pdu;
+        let mut obj = rest.clone();
+        if !form.room_id_implied {
+            obj.insert("room_id".into(), Value::String(p.room_id.clone()));
+        }
+        obj.insert("type".into(), Value::String(p.event_type.clone()));
+        if let Some(k) = &p.state_key {
+            obj.insert("state_key".into(), Value::String(k.clone()));
+        }
+        obj.insert("sender".into(), Value::String(p.sender.clone()));
+        obj.insert("depth".into(), Value::from(p.depth));
+        obj.insert("origin_server_ts".into(), Value::from(p.origin_server_ts));
+        if rv.event_format == EventFormat::V1 {
+            obj.insert("event_id".into(), Value::String(p.event_id.clone()));
+        }
+        for (kind, key) in [(EdgeKind::Prev, "prev_events"), (EdgeKind::Auth, "auth_events")] {
+            let refs = form
+                .edges
+                .iter()
+                .filter(|e| e.kind == kind)
+                .map(|e| match &e.ref_hashes {
+                    Some(h) => Value::Array(vec![Value::String(e.target_event_id.clone()), h.clone()]),
+                    None => Value::String(e.target_event_id.clone()),
+                })
+                .collect();
+            obj.insert(key.into(), Value::Array(refs));
+        }
+        Value::Object(obj)
+    }
 
     fn rv(id: &str) -> RoomVersion {
         RoomVersion::from_id(id).unwrap()

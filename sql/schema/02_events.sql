@@ -8,7 +8,7 @@ CREATE SEQUENCE roomserver.event_nid_seq AS bigint START 1;
 --
 -- The PDU is stored compactly: the fields held in columns (type, state_key, sender, depth,
 -- origin_server_ts, room_id, and event_id for room versions 1-2) and the prev/auth references
--- (held in event_edges) are removed from `pdu_rest`; roomserver.event_pdu() puts them back, giving
+-- (held in event_edges) are removed from `pdu_rest`; roomserver_internal.stored_pdus() puts them back, giving
 -- JSON equal to the original under canonical JSON.
 CREATE TABLE roomserver.stored_events (
     room_nid         bigint  NOT NULL,
@@ -37,7 +37,7 @@ CREATE TABLE roomserver.stored_events (
     state_before     bigint,
     state_after      bigint,
     -- For state events: the auth chain (every event reachable through auth_events) as a compact
-    -- NID set (core/src/nid_set.rs); roomserver.auth_chain() reads it.
+    -- NID set (core/src/nid_set.rs); roomserver.auth_chain_nids() reads it.
     auth_chain       bytea,
     PRIMARY KEY (room_nid, event_nid),
     -- Leading event_id so that lookups by event ID alone (GET /event/{id}) use it too.

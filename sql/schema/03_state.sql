@@ -12,7 +12,7 @@
 --
 -- A block's entries are one packed value (core/src/state_blocks.rs: sorted, varint deltas, about
 -- 7 bytes an entry), not one row each: writing a block is one row, reading a full state reads at
--- most 64 values, and a backend keeps the blocks it has read (src/block_cache.rs), so lookups in
+-- most 64 values, and a backend keeps the blocks it has read (src/store/block_cache.rs), so lookups in
 -- a state it has seen are binary searches in memory.
 
 CREATE SEQUENCE roomserver.state_block_nid_seq AS bigint START 1;

@@ -1,4 +1,4 @@
-//! The core's `StateStore` over the state tables (sql/06_state.sql), through kept SPI plans.
+//! The core's `StateStore` and `BatchStore` over the state tables (sql/schema/03_state.sql), through kept SPI plans.
 //!
 //! Snapshots and blocks come from the backend's cache ([`crate::store::block_cache`]): after the first
 //! call into a room its state is looked up in memory, which is what makes ingest into a large
