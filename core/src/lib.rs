@@ -1,5 +1,6 @@
 //! roomserver-core: the Matrix logic of pg_roomserver in plain Rust, with no PostgreSQL types.
-//! The extension (`src/` at the repository root) only adapts these functions to SQL.
+//! The extension (`src/` at the repository root) only adapts these functions to SQL. The room
+//! generator and the conformance oracles build on it too, and share its `prng` and `varint`.
 
 pub mod auth;
 pub mod auth_chain;
@@ -8,15 +9,15 @@ pub mod error;
 pub mod event;
 pub mod hashes;
 pub mod nid_set;
+pub mod prng;
 pub mod redaction;
 pub mod room_state;
 pub mod room_version;
 pub mod state_res;
 pub mod state_blocks;
 pub mod stored_form;
-#[cfg(test)]
-mod test_rng;
 pub mod traversal;
+pub mod varint;
 pub mod visibility;
 
 pub use error::{Error, ErrorKind, Result};

@@ -2,7 +2,10 @@
 //! is stored this way: NIDs of one room's chain sit close together, so most deltas take one or
 //! two bytes instead of eight.
 
+use std::fmt::Display;
+
 use crate::error::{Error, Result};
+use crate::varint;
 
 /// Encodes a set (any order, duplicates allowed) of positive NIDs.
 pub fn encode(nids: impl IntoIterator<Item = i64>) -> Vec<u8> {
@@ -12,17 +15,8 @@ pub fn encode(nids: impl IntoIterator<Item = i64>) -> Vec<u8> {
     let mut out = Vec::with_capacity(sorted.len() * 2);
     let mut prev = 0i64;
     for n in sorted {
-        let mut d = (n - prev) as u64;
+        varint::write_u64(&mut out, (n - prev) as u64);
         prev = n;
-        loop {
-            let byte = (d & 0x7f) as u8;
-            d >>= 7;
-            if d == 0 {
-                out.push(byte);
-                break;
-            }
-            out.push(byte | 0x80);
-        }
     }
     out
 }
@@ -32,10 +26,9 @@ pub fn encode(nids: impl IntoIterator<Item = i64>) -> Vec<u8> {
 /// refused before anything that size is allocated.
 pub const MAX_DECODED: usize = 1 << 25;
 
-/// How many NIDs an encoded set holds (each varint ends in a byte below 0x80), refused past
-/// [`MAX_DECODED`].
+/// How many NIDs an encoded set holds (one per varint), refused past [`MAX_DECODED`].
 fn checked_count(bytes: &[u8]) -> Result<usize> {
-    let n = bytes.iter().filter(|b| **b < 0x80).count();
+    let n = varint::count(bytes);
     if n > MAX_DECODED {
         return Err(Error::too_large(format!("a NID set of {n} NIDs; at most {MAX_DECODED} are decoded")));
     }
@@ -51,25 +44,18 @@ pub fn decode(bytes: &[u8]) -> Result<Vec<i64>> {
 
 /// Calls `f` with each NID of an encoded set, ascending, without collecting them.
 fn for_each(bytes: &[u8], mut f: impl FnMut(i64)) -> Result<()> {
-    let (mut prev, mut d, mut shift) = (0i64, 0u64, 0u32);
-    for &b in bytes {
-        if shift > 63 {
-            return Err(Error::invalid(None, "corrupt NID set: a varint is longer than 64 bits"));
-        }
-        d |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            prev = prev.checked_add(d as i64).ok_or_else(|| Error::invalid(None, "corrupt NID set: NID overflow"))?;
-            f(prev);
-            d = 0;
-            shift = 0;
-        } else {
-            shift += 7;
-        }
-    }
-    if shift != 0 {
-        return Err(Error::invalid(None, "corrupt NID set: truncated varint"));
+    let (mut prev, mut pos) = (0i64, 0usize);
+    while pos < bytes.len() {
+        let delta = varint::read_u64(bytes, &mut pos).map_err(corrupt)?;
+        // A delta past i64::MAX wraps below the previous NID, which `union` refuses.
+        prev = prev.checked_add(delta as i64).ok_or_else(|| corrupt("NID overflow"))?;
+        f(prev);
     }
     Ok(())
+}
+
+fn corrupt(what: impl Display) -> Error {
+    Error::invalid(None, format!("corrupt NID set: {what}"))
 }
 
 /// The widest NID range [`union`] covers with a bitmap (128 MiB); wider unions sort instead.
@@ -83,7 +69,7 @@ pub fn union(sets: &[&[u8]]) -> Result<Vec<i64>> {
     // The smallest first NID is the bitmap's base (every set is ascending).
     let mut base: Option<i64> = None;
     for set in sets {
-        if let Some(&first) = decode_prefix(set)?.first() {
+        if let Some(first) = first_nid(set)? {
             base = Some(base.map_or(first, |b| b.min(first)));
         }
     }
@@ -104,7 +90,7 @@ pub fn union(sets: &[&[u8]]) -> Result<Vec<i64>> {
         })?;
         if below_base {
             // Every set ascends from its first NID, so only a delta that wrapped gets here.
-            return Err(Error::invalid(None, "corrupt NID set: a NID below the set's first one"));
+            return Err(corrupt("a NID below the set's first one"));
         }
         if beyond_span {
             // NIDs spread over more than the bitmap covers (a room whose events are far apart
@@ -139,9 +125,13 @@ pub fn union(sets: &[&[u8]]) -> Result<Vec<i64>> {
 }
 
 /// The first NID of a set, if any (decoding stops after it).
-fn decode_prefix(bytes: &[u8]) -> Result<Vec<i64>> {
-    let end = bytes.iter().position(|b| b & 0x80 == 0).map_or(bytes.len(), |i| i + 1);
-    decode(&bytes[..end])
+fn first_nid(bytes: &[u8]) -> Result<Option<i64>> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    // The first delta is from 0, so it is the NID itself.
+    let first = varint::read_u64(bytes, &mut 0).map_err(corrupt)?;
+    Ok(Some(first as i64))
 }
 
 #[cfg(test)]
@@ -163,7 +153,8 @@ mod tests {
 
     #[test]
     fn union_equals_a_sorted_dedup_of_all_sets() {
-        let mut below = crate::test_rng::below(7);
+        let mut rng = crate::prng::Rng::new(7);
+        let mut below = |m| rng.below(m);
         for round in 0..50 {
             let sets: Vec<Vec<i64>> = (0..(round % 7))
                 .map(|_| {

@@ -17,6 +17,7 @@
 //!   snapshot can be deduplicated by the state it holds, not by its layout.
 
 use crate::error::{Error, Result};
+use crate::varint;
 use sha2::{Digest, Sha256};
 
 /// The most blocks a snapshot may have.
@@ -153,7 +154,7 @@ pub fn merge_layers(layers: &[&[Entry]], drop_removals: bool) -> Vec<Entry> {
 }
 
 /// The storage form of a block (`state_blocks.entries`): a format byte, then per entry (sorted
-/// by key) three LEB128 varints: the type NID minus the previous one, the state key NID (minus
+/// by key) three LEB128 [`varint`]s: the type NID minus the previous one, the state key NID (minus
 /// the previous one when the type is the same), the event NID. About 6-8 bytes an entry instead
 /// of 24, decoded at memory speed; one row per block instead of one per entry.
 pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
@@ -162,9 +163,9 @@ pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
     let (mut t, mut k) = (0i64, 0i64);
     for e in entries {
         let dt = e.type_nid - t;
-        put_varint(&mut out, dt as u64);
-        put_varint(&mut out, if dt == 0 { e.state_key_nid - k } else { e.state_key_nid } as u64);
-        put_varint(&mut out, e.event_nid as u64);
+        varint::write_u64(&mut out, dt as u64);
+        varint::write_u64(&mut out, if dt == 0 { e.state_key_nid - k } else { e.state_key_nid } as u64);
+        varint::write_u64(&mut out, e.event_nid as u64);
         t = e.type_nid;
         k = e.state_key_nid;
     }
@@ -172,18 +173,6 @@ pub fn encode_entries(entries: &[Entry]) -> Vec<u8> {
 }
 
 const ENTRIES_FORMAT: u8 = 1;
-
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
 
 /// Decodes what [`encode_entries`] wrote; a corrupt value is an error, never a wrong state.
 pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>> {
@@ -194,19 +183,8 @@ pub fn decode_entries(bytes: &[u8]) -> Result<Vec<Entry>> {
     }
     let mut pos = 0usize;
     let next = |pos: &mut usize| -> Result<i64> {
-        let (mut v, mut shift) = (0u64, 0u32);
-        loop {
-            let b = *body.get(*pos).ok_or_else(|| corrupt("truncated varint"))?;
-            *pos += 1;
-            if shift > 63 {
-                return Err(corrupt("varint longer than 64 bits"));
-            }
-            v |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return i64::try_from(v).map_err(|_| corrupt("NID out of range"));
-            }
-            shift += 7;
-        }
+        let v = varint::read_u64(body, pos).map_err(|e| corrupt(&e.to_string()))?;
+        i64::try_from(v).map_err(|_| corrupt("NID out of range"))
     };
     let mut out: Vec<Entry> = Vec::with_capacity(body.len() / 6);
     let (mut t, mut k) = (0i64, 0i64);
@@ -321,6 +299,7 @@ pub fn child_layout<Id: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prng::Rng;
     use std::collections::{BTreeMap, HashMap};
 
     #[test]
@@ -339,11 +318,8 @@ mod tests {
 
     #[test]
     fn merge_layers_agrees_with_a_map() {
-        let mut seed = 7u64;
-        let mut rnd = |n: u64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            (seed >> 33) % n
-        };
+        let mut rng = Rng::new(7);
+        let mut rnd = |n: usize| rng.below(n);
         for _ in 0..200 {
             let layers: Vec<Vec<Entry>> = (0..1 + rnd(6))
                 .map(|_| normalise((0..rnd(40)).map(|_| e(1 + rnd(3) as i64, 1 + rnd(20) as i64, rnd(5) as i64)).collect()))
@@ -365,21 +341,6 @@ mod tests {
 
     fn e(t: i64, k: i64, ev: i64) -> Entry {
         Entry { type_nid: t, state_key_nid: k, event_nid: ev }
-    }
-
-    /// A tiny deterministic PRNG for the randomised tests.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
     }
 
     /// An in-memory block store standing in for the SQL tables.
@@ -468,7 +429,7 @@ mod tests {
     /// matches the naive state's, and storage grows with the changes, not with the state size.
     #[test]
     fn chains_of_changes_stay_small_and_exact() {
-        let mut rng = Rng(7);
+        let mut rng = Rng::new(7);
         let mut store = Store::default();
         let mut naive: BTreeMap<(i64, i64), i64> = BTreeMap::new();
         let mut layout: Vec<BlockRef<usize>> = Vec::new();

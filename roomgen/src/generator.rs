@@ -10,13 +10,13 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use serde_json::{json, Map, Value};
 
+use roomserver_core::prng::Rng;
 use roomserver_core::room_version::EventFormat;
 use roomserver_core::{hashes, Error, Pdu, Result, RoomVersion};
 
 use crate::auth_select::select_auth_events;
 use crate::merge::resolve_branch_states;
 use crate::power_levels::PowerLevels;
-use crate::prng::Rng;
 use crate::state::{Base, Branch, JoinRule, Membership, StateMap, Store, Tip, View};
 use crate::{RoomConfig, RoomSummary};
 

@@ -1,15 +1,15 @@
 //! roomgen: deterministic generator of realistic Matrix rooms as valid PDUs (correct content
-//! hashes, event IDs, prev_events, depths and auth_events) for room versions 1-12.
+//! hashes, event IDs, prev_events, depths and auth_events) for room versions 1-12, the input of
+//! the tests and benchmarks. What the rooms are checked against (full-state replays, an
+//! independent auth rules check, Synapse) is in the conformance crate, not here.
 //!
-//! The same `RoomConfig` always yields byte-identical output: the PRNG is our own (`prng`), and
-//! every collection whose order reaches the output is ordered.
+//! The same `RoomConfig` always yields byte-identical output: the PRNG is the core's own
+//! (`roomserver_core::prng`), and every collection whose order reaches the output is ordered.
 
-pub mod naive_state;
 mod auth_select;
 mod generator;
 mod merge;
 pub mod power_levels;
-pub mod prng;
 pub mod state;
 
 use std::collections::BTreeMap;

@@ -356,7 +356,7 @@ fn a_full_replay_of_a_forked_room_rejects_nothing() {
         let (events, summary) = generate_vec(&RoomConfig { power_share: share, ..config(v, seed, 700) }).unwrap();
         assert!(summary.merges >= 5);
         let pdus = check_room(&events, &rv);
-        let mut room = roomgen::naive_state::NaiveRoom::new(rv);
+        let mut room = roomserver_conformance::naive_state::NaiveRoom::new(rv);
         for p in pdus {
             room.ingest(p);
         }

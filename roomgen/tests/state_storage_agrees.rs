@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 mod common;
 
-use roomgen::naive_state::NaiveRoom;
+use roomserver_conformance::naive_state::NaiveRoom;
 use roomserver_core::room_state::memory::MemoryRoom;
 use roomserver_core::Pdu;
 

@@ -6,8 +6,8 @@ mod tests {
 
     use pgrx::prelude::*;
     use pgrx::JsonB;
-    use roomgen::naive_state::NaiveRoom;
     use roomgen::{generate_vec, RoomConfig};
+    use roomserver_conformance::naive_state::NaiveRoom;
     use roomserver_core::traversal::{self, DagEvent};
     use roomserver_core::visibility::{server_may_see, server_name_of, HistoryVisibility};
     use roomserver_core::{hashes, redaction, Pdu, RoomVersion};

@@ -6,9 +6,10 @@ mod tests {
 
     use pgrx::prelude::*;
     use pgrx::JsonB;
-    use roomgen::naive_state::NaiveRoom;
     use roomgen::{generate_vec, RoomConfig};
+    use roomserver_conformance::naive_state::NaiveRoom;
     use roomserver_core::canonical_json::to_canonical_string;
+    use roomserver_core::prng::Rng;
     use roomserver_core::{hashes, Pdu, RoomVersion};
     use serde_json::Value;
 
@@ -108,15 +109,9 @@ mod tests {
         assert_eq!(Spi::get_one::<i64>("SELECT count(*) FROM roomserver.check_integrity()"), Ok(Some(0)));
     }
 
-    /// A deterministic shuffle (xorshift), so events arrive out of order.
+    /// A deterministic shuffle (the core's generator), so events arrive out of order.
     fn shuffled(mut v: Vec<Value>, seed: u64) -> Vec<Value> {
-        let mut x = seed | 1;
-        for i in (1..v.len()).rev() {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            v.swap(i, (x % (i as u64 + 1)) as usize);
-        }
+        Rng::new(seed).shuffle(&mut v);
         v
     }
 

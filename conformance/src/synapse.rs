@@ -1,5 +1,6 @@
-//! Helpers for the differential tests: replaying generated rooms to get the state sets at every
-//! merge, and talking to the Synapse resolver (`synapse_state_res.py`).
+//! Synapse as the oracle of state resolution (the differential test and `statres-bench`):
+//! replaying generated rooms to get the state sets at every merge, and talking to the Synapse
+//! resolver (`synapse_state_res.py`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};

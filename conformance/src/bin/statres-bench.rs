@@ -3,11 +3,11 @@
 //! fork), forked into two branches of 1,000 events each (hundreds of power-level changes, kicks,
 //! bans and other state changes), resolved at the merge.
 //!
-//! `SYNAPSE_PYTHON=/path/to/venv/bin/python cargo run --release -p differential --bin statres-bench`
+//! `SYNAPSE_PYTHON=/path/to/venv/bin/python cargo run --release -p roomserver-conformance --bin statres-bench`
 
 use std::time::Instant;
 
-use differential::{run_synapse, states_at_first_merge, synapse_request, RoomCases};
+use roomserver_conformance::synapse::{run_synapse, states_at_first_merge, synapse_request, RoomCases};
 use roomgen::{generate_vec, RoomConfig};
 use roomserver_core::state_res::resolve;
 use roomserver_core::RoomVersion;

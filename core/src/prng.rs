@@ -1,5 +1,7 @@
-//! A small deterministic PRNG (xoshiro256** seeded by splitmix64), written here rather than taken
-//! from the `rand` crate so that a seed produces the same room forever, whatever crate versions do.
+//! The one pseudo-random generator of the workspace: deterministic, not cryptographic, for tests
+//! and generators (xoshiro256** seeded by splitmix64). Written here rather than taken from the
+//! `rand` crate so that a seed gives the same numbers forever, whatever crate versions do: the
+//! room generator (`roomgen`) pins its bundled sample room to them.
 
 pub struct Rng {
     s: [u64; 4],
@@ -50,6 +52,13 @@ impl Rng {
         &items[self.below(items.len())]
     }
 
+    /// Puts `items` in a random order (Fisher-Yates), each order equally likely.
+    pub fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            items.swap(i, self.below(i + 1));
+        }
+    }
+
     /// `len` characters from `[A-Za-z0-9]` (v1/v2 event IDs, room ID localparts).
     pub fn alphanumeric(&mut self, len: usize) -> String {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
@@ -79,5 +88,22 @@ mod tests {
             seen[x] = true;
         }
         assert!(seen.iter().all(|s| *s));
+    }
+
+    #[test]
+    fn shuffle_permutes_and_follows_the_seed() {
+        let shuffled = |seed| {
+            let mut v: Vec<u32> = (0..50).collect();
+            Rng::new(seed).shuffle(&mut v);
+            v
+        };
+        let a = shuffled(3);
+        assert_eq!(a, shuffled(3));
+        assert_ne!(a, shuffled(4));
+        assert_ne!(a, (0..50).collect::<Vec<u32>>());
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<u32>>());
+        Rng::new(1).shuffle::<u32>(&mut []);
     }
 }

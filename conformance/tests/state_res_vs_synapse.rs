@@ -1,9 +1,9 @@
 //! Differential test: our state resolution against Synapse's (matrix-synapse from PyPI), at
 //! every merge point of 1,000 seeded, generated, forked rooms across room versions 1-12.
 //! Run by scripts/test.sh, which installs Synapse and sets SYNAPSE_PYTHON; by hand:
-//! `SYNAPSE_PYTHON=/path/to/venv/bin/python cargo test -p differential -- --ignored`.
+//! `SYNAPSE_PYTHON=/path/to/venv/bin/python cargo test -p roomserver-conformance -- --ignored`.
 
-use differential::{replay, run_synapse, synapse_request};
+use roomserver_conformance::synapse::{replay, run_synapse, synapse_request};
 use roomgen::{generate_vec, RoomConfig};
 use roomserver_core::RoomVersion;
 
