@@ -6,6 +6,31 @@
 -- Schema changes from 0.2.0 to 0.3.0 (tables, sequences, indexes; objects that are renamed or
 -- dropped). The API (sql/api/*.sql) is replayed after this file by scripts/upgrade-script.sh.
 
+-- Renamed or replaced internals (the API replay creates what replaces them).
+-- state_at_nids took an event ID: it is the body of roomserver.state_at_event, and named so.
+DROP FUNCTION roomserver_internal.state_at_nids(text, boolean, text[], text[]);
+-- event_refs rebuilt one reference list of one event: roomserver_internal.stored_pdus builds
+-- whole PDUs, references included, for event_pdu and federation_pdus alike.
+DROP FUNCTION roomserver_internal.event_refs(bigint, bigint, "char");
+
+-- Rust functions new in 0.3.0, as the install script creates them (cargo pgrx schema).
+CREATE  FUNCTION roomserver_internal."server_name_of"(
+	"user_id" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE COST 10
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'server_name_of_wrapper';
+
+-- missing_events was PL/pgSQL with its own reading of prev_events and auth_events; it is Rust
+-- now and reads them as ingest does. Replaced in place (same signature, same attributes), so
+-- the grants to readers stay.
+CREATE OR REPLACE FUNCTION roomserver."missing_events"(
+	"pdu" jsonb /* Option < JsonInput > */
+) RETURNS jsonb /* JsonB */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'missing_events_wrapper';
+
 -- sql/api/01_nid_functions.sql
 -- NID assignment and lookup.
 --
@@ -127,23 +152,33 @@ BEGIN
     PERFORM roomserver_internal.raise_if_invisible('rooms', wanted, got);
 END
 $$;
+COMMENT ON FUNCTION roomserver.assign_room_nids(text[], text[]) IS
+    'Returns the NID and room version of each room ID, creating the rooms not stored yet with the given room versions (admin only: ingest calls it). Concurrency-safe at READ COMMITTED; 40001 (retry) under REPEATABLE READ when a concurrently created room is invisible.';
 
 -- Lookups in both directions, for DBAs and front ends. NULL when unknown.
 CREATE OR REPLACE FUNCTION roomserver.room_nid(room_id text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT r.room_nid FROM roomserver.rooms r WHERE r.room_id = $1 $$;
+COMMENT ON FUNCTION roomserver.room_nid(text) IS
+    'The NID of a room ID, or NULL when the room is unknown.';
 
 CREATE OR REPLACE FUNCTION roomserver.room_id(room_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT r.room_id FROM roomserver.rooms r WHERE r.room_nid = $1 $$;
+COMMENT ON FUNCTION roomserver.room_id(bigint) IS
+    'The room ID of a room NID, or NULL when unknown.';
 
 CREATE OR REPLACE FUNCTION roomserver.event_type_nid(event_type text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = $1 $$;
+COMMENT ON FUNCTION roomserver.event_type_nid(text) IS
+    'The NID of an event type, or NULL when unknown (well-known types have fixed NIDs below 65536).';
 
 CREATE OR REPLACE FUNCTION roomserver.event_type(event_type_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT t.event_type FROM roomserver.event_types t WHERE t.event_type_nid = $1 $$;
+COMMENT ON FUNCTION roomserver.event_type(bigint) IS
+    'The event type of an event type NID, or NULL when unknown.';
 
 CREATE OR REPLACE FUNCTION roomserver.state_key_nid(room_id text, state_key text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
@@ -152,59 +187,93 @@ AS $$
     JOIN roomserver.rooms r USING (room_nid)
     WHERE r.room_id = $1 AND k.state_key = $2
 $$;
+COMMENT ON FUNCTION roomserver.state_key_nid(text, text) IS
+    'The NID of a state key (or sender user ID) in a room, or NULL when unknown; the empty state key is NID 1 in every room.';
 
 CREATE OR REPLACE FUNCTION roomserver.state_key(room_nid bigint, state_key_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT k.state_key FROM roomserver.event_state_keys k WHERE k.room_nid = $1 AND k.state_key_nid = $2 $$;
+COMMENT ON FUNCTION roomserver.state_key(bigint, bigint) IS
+    'The state key (or sender user ID) of a state key NID of a room, or NULL when unknown.';
 
 CREATE OR REPLACE FUNCTION roomserver.event_nid(event_id text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT e.event_nid FROM roomserver.stored_events e WHERE e.event_id = $1 ORDER BY e.room_nid LIMIT 1 $$;
+COMMENT ON FUNCTION roomserver.event_nid(text) IS
+    'The NID of an event by its event ID, or NULL when unknown (a room version 1-2 event ID stored in several rooms: the one of the room with the smallest NID).';
 
 CREATE OR REPLACE FUNCTION roomserver.event_id(room_nid bigint, event_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT e.event_id FROM roomserver.stored_events e WHERE e.room_nid = $1 AND e.event_nid = $2 $$;
+COMMENT ON FUNCTION roomserver.event_id(bigint, bigint) IS
+    'The event ID of an event NID of a room, or NULL when unknown.';
 
 -- sql/api/02_event_reads.sql
 -- Reading events back as PDUs, and the DBA views over events and references.
 
--- The prev_events ('p') or auth_events ('a') list of an event, as it was in the PDU.
-CREATE OR REPLACE FUNCTION roomserver_internal.event_refs(room_nid bigint, event_nid bigint, kind "char") RETURNS jsonb
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+-- The stored PDUs of events of a room, rebuilt, each with its position in event_nids (ord) and
+-- the room version; events not stored are left out. A PDU equals the ingested one under canonical
+-- JSON (or its redacted form when its content hash did not match). The one SQL owner of the rule
+-- (core/src/stored_form.rs is its Rust twin): event_pdu and federation_pdus read through it.
+-- Set-based, for a whole response in one call (event_pdu per event cost about 0.3 ms each, most
+-- of a 100-event backfill), and every event read by index probes whatever the batch size.
+-- PL/pgSQL so that the statement is planned once per session: a SQL function called from another
+-- plans its body on every call (about 1 ms, four times the rest of an event_pdu call). The plan is
+-- generic, as a SQL function's would be: a custom plan for a large batch could trade the probes
+-- for a scan of the room.
+CREATE OR REPLACE FUNCTION roomserver_internal.stored_pdus(room_nid bigint, event_nids bigint[])
+RETURNS TABLE (ord bigint, pdu jsonb, room_version text)
+LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+SET plan_cache_mode = force_generic_plan
 AS $$
-    SELECT COALESCE(jsonb_agg(
-               CASE WHEN ed.ref_hashes IS NULL THEN to_jsonb(COALESCE(t.event_id, ed.target_event_id))
-                    ELSE jsonb_build_array(COALESCE(t.event_id, ed.target_event_id), ed.ref_hashes) END
-               ORDER BY ed.position), '[]'::jsonb)
-    FROM roomserver.event_edges ed
-    LEFT JOIN roomserver.stored_events t ON t.room_nid = ed.room_nid AND t.event_nid = ed.target_nid
-    WHERE ed.room_nid = $1 AND ed.event_nid = $2 AND ed.kind = $3
-$$;
-
--- The stored PDU, rebuilt: equal to the ingested PDU under canonical JSON (or to its redacted
--- form when its content hash did not match).
-CREATE OR REPLACE FUNCTION roomserver.event_pdu(room_nid bigint, event_nid bigint) RETURNS jsonb
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
-AS $$
-    SELECT e.pdu_rest
+BEGIN
+    RETURN QUERY
+    SELECT u.ord,
+           e.pdu_rest
         || jsonb_build_object(
                'type', t.event_type,
                'sender', s.state_key,
                'depth', e.depth,
                'origin_server_ts', e.origin_server_ts,
-               'prev_events', roomserver_internal.event_refs(e.room_nid, e.event_nid, 'p'),
-               'auth_events', roomserver_internal.event_refs(e.room_nid, e.event_nid, 'a'))
+               'prev_events', refs.prev_events,
+               'auth_events', refs.auth_events)
         || CASE WHEN e.room_id_implied THEN '{}'::jsonb ELSE jsonb_build_object('room_id', r.room_id) END
         || CASE WHEN e.state_key_nid IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('state_key', k.state_key) END
         -- Room versions 1 and 2 carry the event ID inside the PDU.
-        || CASE WHEN r.room_version IN ('1', '2') THEN jsonb_build_object('event_id', e.event_id) ELSE '{}'::jsonb END
-    FROM roomserver.stored_events e
+        || CASE WHEN r.room_version IN ('1', '2') THEN jsonb_build_object('event_id', e.event_id) ELSE '{}'::jsonb END,
+           r.room_version
+    FROM unnest(event_nids) WITH ORDINALITY AS u(nid, ord)
+    JOIN roomserver.stored_events e ON e.room_nid = stored_pdus.room_nid AND e.event_nid = u.nid
     JOIN roomserver.rooms r ON r.room_nid = e.room_nid
     JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
     JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
     LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid
-    WHERE e.room_nid = $1 AND e.event_nid = $2
+    -- The prev_events and auth_events lists as they were in the PDU (event IDs, or [event_id,
+    -- hashes] pairs in room versions 1 and 2), both in one index probe per event. (As a grouped
+    -- CTE joined back, the planner, taking the unnested array for 10 rows, scanned the CTE once
+    -- per event: quadratic, over a second for 2,000 events and hours for a /state of 60,000.)
+    CROSS JOIN LATERAL (
+        SELECT COALESCE(jsonb_agg(x.ref ORDER BY x.position) FILTER (WHERE x.kind = 'p'), '[]'::jsonb) AS prev_events,
+               COALESCE(jsonb_agg(x.ref ORDER BY x.position) FILTER (WHERE x.kind = 'a'), '[]'::jsonb) AS auth_events
+        FROM (SELECT ed.kind, ed.position,
+                     CASE WHEN ed.ref_hashes IS NULL THEN to_jsonb(COALESCE(rt.event_id, ed.target_event_id))
+                          ELSE jsonb_build_array(COALESCE(rt.event_id, ed.target_event_id), ed.ref_hashes) END AS ref
+              FROM roomserver.event_edges ed
+              LEFT JOIN roomserver.stored_events rt ON rt.room_nid = ed.room_nid AND rt.event_nid = ed.target_nid
+              WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid) x
+    ) refs;
+END
 $$;
+
+-- The stored PDU, rebuilt (roomserver_internal.stored_pdus); NULL when the event is not stored.
+CREATE OR REPLACE FUNCTION roomserver.event_pdu(room_nid bigint, event_nid bigint) RETURNS jsonb
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT p.pdu FROM roomserver_internal.stored_pdus($1, ARRAY[$2]) p
+$$;
+COMMENT ON FUNCTION roomserver.event_pdu(bigint, bigint) IS
+    'The stored PDU of an event by room and event NID, rebuilt from its columns, edges and pdu_rest: equal to the ingested PDU under canonical JSON (redacted if its content hash did not match). NULL when unknown.';
 
 -- The PDU of an event by its ID; ERROR P0002 (404 M_NOT_FOUND) when unknown.
 CREATE OR REPLACE FUNCTION roomserver.pdu(event_id text) RETURNS jsonb
@@ -223,6 +292,8 @@ BEGIN
     RETURN result;
 END
 $$;
+COMMENT ON FUNCTION roomserver.pdu(text) IS
+    'The stored PDU of an event by its event ID, rebuilt: equal to the ingested PDU under canonical JSON (redacted if its content hash did not match). ERROR P0002 when the event is unknown.';
 
 CREATE OR REPLACE VIEW roomserver.events AS
 SELECT r.room_id,
@@ -410,8 +481,9 @@ $$;
 
 -- The state before (or after) an event: all of it, only some types, or only some
 -- (type, state_key) pairs (a two-column array: ARRAY[['m.room.member', '@a:x'], ...]).
--- (PL/pgSQL cannot name an input and an output column alike: the body is state_at_nids.)
-CREATE OR REPLACE FUNCTION roomserver_internal.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
+-- roomserver_internal.state_at_event is the body of roomserver.state_at_event (a PL/pgSQL
+-- function cannot name an input and an output column alike, as the API's does: event_id).
+CREATE OR REPLACE FUNCTION roomserver_internal.state_at_event(the_event_id text, after boolean, types text[], pairs text[])
 RETURNS TABLE (event_type text, state_key text, state_event_id text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -457,7 +529,7 @@ $$;
 CREATE OR REPLACE FUNCTION roomserver.state_at_event(event_id text, after boolean DEFAULT false, types text[] DEFAULT NULL, pairs text[] DEFAULT NULL)
 RETURNS TABLE (type text, state_key text, event_id text)
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT * FROM roomserver_internal.state_at_nids($1, $2, $3, $4) $$;
+AS $$ SELECT * FROM roomserver_internal.state_at_event($1, $2, $3, $4) $$;
 COMMENT ON FUNCTION roomserver.state_at_event(text, boolean, text[], text[]) IS 'The room state before (after => true: after) an event: all of it, some types, or some (type, state_key) pairs.';
 
 -- The auth chain of events as event NIDs: their auth events and the stored chains of those
@@ -472,6 +544,8 @@ AS $$
     CROSS JOIN LATERAL (SELECT a.event_nid UNION ALL SELECT unnest(roomserver.nid_set_decode(a.auth_chain))) AS x(n)
     WHERE ed.room_nid = auth_chain_nids.room_nid AND ed.event_nid = ANY (event_nids) AND ed.kind = 'a'
 $$;
+COMMENT ON FUNCTION roomserver.auth_chain_nids(bigint, bigint[]) IS
+    'The auth chain of events of a room as event NIDs, in no particular order: their auth events and those events'' stored chains (stored_events.auth_chain). Unknown events contribute nothing.';
 
 -- The auth chain of a whole state: the stored chains of its events (not the events themselves,
 -- unless one is in another's chain), as the state_ids and state responses list it.
@@ -485,6 +559,8 @@ AS $$
     FROM roomserver.snapshot_entries(room_nid, snapshot_nid) s
     JOIN roomserver.stored_events e ON e.room_nid = state_auth_chain.room_nid AND e.event_nid = s.event_nid
 $$;
+COMMENT ON FUNCTION roomserver.state_auth_chain(bigint, bigint) IS
+    'The auth chain of a whole state as event NIDs (the union of the stored chains of its events), as /state_ids and /state list it. ERROR P0002 when the snapshot is not one of the room''s.';
 
 -- The event whose state a federation response serves: ERROR 22004 on NULLs, P0002 when the room
 -- or the event (in that room) is unknown or the event is an outlier (its state is not known).
@@ -528,6 +604,8 @@ BEGIN
     RETURN jsonb_build_object('pdu_ids', pdu_ids, 'auth_chain_ids', chain_ids);
 END
 $$;
+COMMENT ON FUNCTION roomserver.state_ids(text, text) IS
+    'Body of GET /_matrix/federation/v1/state_ids: {"pdu_ids", "auth_chain_ids"} of the state before the event. ERROR P0002 for an unknown room, an event not in that room, or an outlier; 22004 on NULL arguments.';
 
 -- The federation body of GET /_matrix/federation/v1/state/{room_id}?event_id=...: the same as
 -- state_ids with the PDUs themselves, in the room version's federation format.
@@ -550,6 +628,8 @@ BEGIN
     RETURN jsonb_build_object('pdus', pdus, 'auth_chain', chain);
 END
 $$;
+COMMENT ON FUNCTION roomserver.state(text, text) IS
+    'Body of GET /_matrix/federation/v1/state: {"pdus", "auth_chain"} of the state before the event, PDUs in the room version''s federation format. ERROR P0002 for an unknown room, an event not in that room, or an outlier; 22004 on NULL arguments.';
 
 -- The room of a room ID, or ERROR P0002 (404 M_NOT_FOUND).
 CREATE OR REPLACE FUNCTION roomserver_internal.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
@@ -575,6 +655,8 @@ AS $$
     JOIN roomserver.stored_events e ON e.room_nid = x.room_nid AND e.event_nid = x.event_nid
     ORDER BY e.depth, e.event_id
 $$;
+COMMENT ON FUNCTION roomserver.forward_extremities(text) IS
+    'The forward extremities of a room, by depth: the event IDs a new local event would reference as prev_events. ERROR P0002 when the room is unknown.';
 
 -- The membership of a user in the state before (or after) an event: join, invite, leave, ban,
 -- knock, or NULL when the user has no member event there.
@@ -586,6 +668,8 @@ AS $$
     JOIN roomserver.stored_events x ON x.event_id = s.event_id
     ORDER BY x.room_nid LIMIT 1
 $$;
+COMMENT ON FUNCTION roomserver.membership_at_event(text, text, boolean) IS
+    'The membership (join, invite, leave, ban, knock) of a user in the state before (after => true: after) an event, or NULL when the user has no member event there. ERROR P0002 when the event is unknown or an outlier.';
 
 -- The current state of every room, readable.
 CREATE OR REPLACE VIEW roomserver.current_state AS
@@ -637,8 +721,8 @@ $$;
 
 -- What history visibility needs of each event (in the order given): whether it is an outlier,
 -- the content of m.room.history_visibility in the state after it and, only where that says
--- invited or joined, the memberships there of the users of server_name (after the first ':'
--- of the user ID). Each distinct state is looked up once.
+-- invited or joined, the memberships there of the users of server_name (by
+-- roomserver_internal.server_name_of, the core's rule). Each distinct state is looked up once.
 CREATE OR REPLACE FUNCTION roomserver_internal.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
 RETURNS TABLE (ord bigint, outlier boolean, history_visibility jsonb, memberships text[])
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
@@ -647,28 +731,45 @@ AS $$
         SELECT u.ord, x.outlier, x.state_after
         FROM unnest(event_nids) WITH ORDINALITY AS u(nid, ord)
         JOIN roomserver.stored_events x ON x.room_nid = visibility_inputs.room_nid AND x.event_nid = u.nid
+    ), key_nids AS MATERIALIZED (
+        -- The preassigned NIDs of the keys read, by name (sql/schema/01_nids.sql assigns them;
+        -- the empty state key is created with every room): one index probe each.
+        SELECT (SELECT t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = 'm.room.history_visibility') AS history_visibility,
+               (SELECT t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = 'm.room.member') AS member,
+               (SELECT k.state_key_nid FROM roomserver.event_state_keys k
+                WHERE k.state_key = '' AND k.room_nid = visibility_inputs.room_nid) AS empty_state_key
     ), snaps AS MATERIALIZED (
+        -- The events found are read by primary key (= and = ANY): joined to the lookup, which
+        -- the planner takes for 1,000 rows, they were read by hashing the whole room's events,
+        -- once for each distinct state (12 ms a call in a 30,000-event room, for one event).
         SELECT s.snap,
-               (SELECT h.pdu_rest -> 'content'
-                FROM roomserver.snapshot_lookup(visibility_inputs.room_nid, s.snap, ARRAY[7::bigint], ARRAY[1::bigint]) l
-                JOIN roomserver.stored_events h ON h.room_nid = visibility_inputs.room_nid AND h.event_nid = l.event_nid) AS hv
-        FROM (SELECT DISTINCT ev.state_after AS snap FROM ev WHERE ev.state_after IS NOT NULL) s
+               (SELECT h.pdu_rest -> 'content' FROM roomserver.stored_events h
+                WHERE h.room_nid = visibility_inputs.room_nid
+                  AND h.event_nid = (SELECT l.event_nid FROM roomserver.snapshot_lookup(visibility_inputs.room_nid, s.snap,
+                                                                ARRAY[n.history_visibility], ARRAY[n.empty_state_key]) l)) AS hv
+        FROM key_nids n, (SELECT DISTINCT ev.state_after AS snap FROM ev WHERE ev.state_after IS NOT NULL) s
     ), users AS MATERIALIZED (
         -- Read only if some state restricts visibility (a CTE is evaluated when first read).
+        -- The rule is server_name_of's (what follows the first ':'); ending in ':' || server_name,
+        -- which it implies, is only a cheap filter, tested first (server_name_of is COST 10), so
+        -- that the Rust call (1 us) is made for the server's users and not for every user of a
+        -- 20,000-member room (22 ms more).
         SELECT COALESCE(array_agg(k.state_key_nid), '{}') AS nids
         FROM roomserver.event_state_keys k
         WHERE k.room_nid = visibility_inputs.room_nid AND k.state_key LIKE '@%'
-          AND substr(k.state_key, strpos(k.state_key, ':') + 1) = server_name
+          AND right(k.state_key, length(server_name) + 1) = ':' || server_name
+          AND roomserver_internal.server_name_of(k.state_key) = server_name
     ), members AS MATERIALIZED (
         -- Once per distinct state, not once per event row of the join below (inlined, it was
         -- re-evaluated per event: 8 s instead of 51 ms for 1,000 events over 309 states).
         SELECT sn.snap, sn.hv,
                CASE WHEN sn.hv ->> 'history_visibility' IN ('invited', 'joined') THEN
                    (SELECT COALESCE(array_agg(m.pdu_rest -> 'content' ->> 'membership'), '{}')
-                    FROM users
-                    CROSS JOIN LATERAL roomserver.snapshot_lookup(visibility_inputs.room_nid, sn.snap,
-                                            array_fill(5::bigint, ARRAY[cardinality(users.nids)]), users.nids) l
-                    JOIN roomserver.stored_events m ON m.room_nid = visibility_inputs.room_nid AND m.event_nid = l.event_nid)
+                    FROM roomserver.stored_events m
+                    WHERE m.room_nid = visibility_inputs.room_nid
+                      AND m.event_nid = ANY (ARRAY(SELECT l.event_nid FROM users CROSS JOIN key_nids n
+                                                   CROSS JOIN LATERAL roomserver.snapshot_lookup(visibility_inputs.room_nid, sn.snap,
+                                                       array_fill(n.member, ARRAY[cardinality(users.nids)]), users.nids) l)))
                END AS memberships
         FROM snaps sn
     )
@@ -678,57 +779,23 @@ $$;
 
 -- The PDUs of events in the order given, in the room version's federation format; those the
 -- requesting server may not see (visible[i] false) redacted, so that the DAG stays connected.
--- The same JSON as roomserver.event_pdu, built for the whole batch in one set-based query:
--- calling event_pdu per event cost about 0.3 ms each (three SQL function calls), which was most
--- of a 100-event backfill.
+-- Built for the whole batch by roomserver_internal.stored_pdus. visible is read by subscript, not
+-- joined by position: a join could be planned as a nested loop over the array (the planner
+-- takes an unnested array for 10 rows), quadratic in the batch.
 CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    WITH u AS (
-        SELECT x.nid, x.visible, x.ord FROM unnest(event_nids, visible) WITH ORDINALITY AS x(nid, visible, ord)
-    ), pdus AS (
-        SELECT u.ord, u.visible, r.room_version,
-               e.pdu_rest
-            || jsonb_build_object(
-                   'type', t.event_type,
-                   'sender', s.state_key,
-                   'depth', e.depth,
-                   'origin_server_ts', e.origin_server_ts,
-                   'prev_events', refs.prev_events,
-                   'auth_events', refs.auth_events)
-            || CASE WHEN e.room_id_implied THEN '{}'::jsonb ELSE jsonb_build_object('room_id', r.room_id) END
-            || CASE WHEN e.state_key_nid IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('state_key', k.state_key) END
-            || CASE WHEN r.room_version IN ('1', '2') THEN jsonb_build_object('event_id', e.event_id) ELSE '{}'::jsonb END AS pdu
-        FROM u
-        JOIN roomserver.stored_events e ON e.room_nid = federation_pdus.room_nid AND e.event_nid = u.nid
-        JOIN roomserver.rooms r ON r.room_nid = e.room_nid
-        JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
-        JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
-        LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid
-        -- Both reference lists in one index probe per event. (As a grouped CTE joined back, the
-        -- planner, taking the unnested array for 10 rows, scanned the CTE once per event:
-        -- quadratic, over a second for 2,000 events and hours for a /state of 60,000.)
-        CROSS JOIN LATERAL (
-            SELECT COALESCE(jsonb_agg(x.ref ORDER BY x.position) FILTER (WHERE x.kind = 'p'), '[]'::jsonb) AS prev_events,
-                   COALESCE(jsonb_agg(x.ref ORDER BY x.position) FILTER (WHERE x.kind = 'a'), '[]'::jsonb) AS auth_events
-            FROM (SELECT ed.kind, ed.position,
-                         CASE WHEN ed.ref_hashes IS NULL THEN to_jsonb(COALESCE(rt.event_id, ed.target_event_id))
-                              ELSE jsonb_build_array(COALESCE(rt.event_id, ed.target_event_id), ed.ref_hashes) END AS ref
-                  FROM roomserver.event_edges ed
-                  LEFT JOIN roomserver.stored_events rt ON rt.room_nid = ed.room_nid AND rt.event_nid = ed.target_nid
-                  WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid) x
-        ) refs
-    )
-    SELECT COALESCE(jsonb_agg(CASE WHEN pdus.visible THEN pdus.pdu ELSE roomserver.redact(pdus.pdu, pdus.room_version) END
-                              ORDER BY pdus.ord), '[]'::jsonb)
-    FROM pdus
+    SELECT COALESCE(jsonb_agg(CASE WHEN visible[p.ord::integer] THEN p.pdu ELSE roomserver.redact(p.pdu, p.room_version) END
+                              ORDER BY p.ord), '[]'::jsonb)
+    FROM roomserver_internal.stored_pdus(room_nid, event_nids) p
 $$;
 
 -- The same, every event visible (the state and auth chain bodies, which are not filtered).
 CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT roomserver_internal.federation_pdus(room_nid, event_nids, array_fill(true, ARRAY[cardinality(event_nids)]))
+    SELECT COALESCE(jsonb_agg(p.pdu ORDER BY p.ord), '[]'::jsonb)
+    FROM roomserver_internal.stored_pdus(room_nid, event_nids) p
 $$;
 
 -- A transaction-shaped body: {"origin", "origin_server_ts" (the time of the call), "pdus"}.
@@ -791,6 +858,8 @@ BEGIN
     RETURN jsonb_build_object('auth_chain', chain);
 END
 $$;
+COMMENT ON FUNCTION roomserver.event_auth(text, text) IS
+    'Body of GET /_matrix/federation/v1/event_auth: {"auth_chain"}, the event''s whole auth chain as PDUs in NID order. ERROR P0002 for an unknown room or an event not in that room; 22004 on NULL arguments.';
 
 -- GET /_matrix/federation/v1/event/{eventId}: a transaction with the one PDU; redacted when
 -- requesting_server may not see it.
@@ -812,60 +881,12 @@ BEGIN
     RETURN roomserver_internal.transaction_body(roomserver_internal.federation_pdus(ev.room_nid, ARRAY[ev.event_nid], ARRAY[visible]));
 END
 $$;
+COMMENT ON FUNCTION roomserver.event(text, text) IS
+    'Body of GET /_matrix/federation/v1/event: {"origin", "origin_server_ts", "pdus": [pdu]}, the PDU redacted when requesting_server may not see it (NULL: no check). ERROR P0002 when the event is unknown, 55000 when roomserver.server_name is not set.';
 
--- The prev and auth events an incoming PDU references that this server lacks (Dendrite's
--- QueryMissingAuthPrevEvents): prev events not stored with state (unknown, or outliers: ingest
--- needs their state) and auth events not stored at all; each list in PDU order, no repeats.
-CREATE OR REPLACE FUNCTION roomserver.missing_events(pdu jsonb) RETURNS jsonb
-LANGUAGE plpgsql STABLE PARALLEL SAFE
-SET search_path = pg_catalog, pg_temp
-AS $$
-DECLARE
-    room bigint;
-    prevs jsonb;
-    auths jsonb;
-BEGIN
-    IF pdu IS NULL THEN
-        RAISE EXCEPTION 'pdu must not be NULL' USING ERRCODE = 'null_value_not_allowed';
-    END IF;
-    IF jsonb_typeof(pdu) <> 'object' THEN
-        RAISE EXCEPTION 'missing_events: a PDU must be a JSON object' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF jsonb_typeof(pdu -> 'prev_events') IS DISTINCT FROM 'array' OR jsonb_typeof(pdu -> 'auth_events') IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION 'missing_events: prev_events and auth_events must be arrays' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- A room version 12 create event has no room_id, but references nothing either.
-    IF jsonb_array_length(pdu -> 'prev_events') = 0 AND jsonb_array_length(pdu -> 'auth_events') = 0 THEN
-        RETURN jsonb_build_object('missing_prev_events', '[]'::jsonb, 'missing_auth_events', '[]'::jsonb);
-    END IF;
-    IF jsonb_typeof(pdu -> 'room_id') IS DISTINCT FROM 'string' THEN
-        RAISE EXCEPTION 'missing_events: room_id must be a string' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    room := (roomserver_internal.find_room(pdu ->> 'room_id')).room_nid;
-    -- References are event IDs, or [event_id, hashes] pairs in room versions 1 and 2.
-    WITH refs AS (
-        SELECT r.kind, r.pos, CASE jsonb_typeof(r.ref) WHEN 'string' THEN r.ref #>> '{}' WHEN 'array' THEN r.ref ->> 0 END AS id
-        FROM (SELECT 'p' AS kind, x.ref, x.pos FROM jsonb_array_elements(pdu -> 'prev_events') WITH ORDINALITY AS x(ref, pos)
-              UNION ALL
-              SELECT 'a', x.ref, x.pos FROM jsonb_array_elements(pdu -> 'auth_events') WITH ORDINALITY AS x(ref, pos)) r
-    ), missing AS (
-        SELECT refs.kind, refs.id, min(refs.pos) AS pos
-        FROM refs
-        LEFT JOIN roomserver.stored_events e ON e.event_id = refs.id AND e.room_nid = room
-        WHERE e.event_nid IS NULL OR (refs.kind = 'p' AND e.outlier)
-        GROUP BY refs.kind, refs.id
-    )
-    SELECT COALESCE(jsonb_agg(m.id ORDER BY m.pos) FILTER (WHERE m.kind = 'p'), '[]'),
-           COALESCE(jsonb_agg(m.id ORDER BY m.pos) FILTER (WHERE m.kind = 'a'), '[]')
-    INTO prevs, auths FROM missing m;
-    IF EXISTS (SELECT 1 FROM jsonb_array_elements(pdu -> 'prev_events') x(ref) WHERE jsonb_typeof(x.ref) NOT IN ('string', 'array'))
-       OR EXISTS (SELECT 1 FROM jsonb_array_elements(pdu -> 'auth_events') x(ref) WHERE jsonb_typeof(x.ref) NOT IN ('string', 'array'))
-       OR prevs @> '[null]' OR auths @> '[null]' THEN
-        RAISE EXCEPTION 'missing_events: prev_events and auth_events must hold event IDs' USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    RETURN jsonb_build_object('missing_prev_events', prevs, 'missing_auth_events', auths);
-END
-$$;
+-- roomserver.missing_events(pdu jsonb), the prev and auth events an incoming PDU references
+-- that this server lacks (Dendrite's QueryMissingAuthPrevEvents), is in Rust
+-- (src/api/federation.rs): it reads the references as ingest does (core/src/event.rs).
 
 -- The backward extremities of a room (MSC3871 gappy timelines): the stored events with prev
 -- events that are not stored, and those missing prev events: what /backfill or
@@ -881,6 +902,8 @@ AS $$
     GROUP BY e.event_id, e.depth, e.outlier
     ORDER BY e.depth DESC, e.event_id COLLATE "C" DESC
 $$;
+COMMENT ON FUNCTION roomserver.backward_extremities(text) IS
+    'The gaps of a room (MSC3871): stored events whose prev events are not stored, with the missing prev event IDs, deepest first; what /backfill or /get_missing_events must fetch. ERROR P0002 when the room is unknown.';
 
 -- sql/api/05_access.sql
 -- Who may do what. Nothing in the schema is granted to PUBLIC (sql/api/99_finalize.sql); a DBA
@@ -939,6 +962,53 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION roomserver.revoke_access(regrole) IS 'Takes every privilege on the extension''s schema, tables and functions from a role.';
+
+-- sql/api/90_comments.sql
+-- Descriptions of the API's Rust functions (#[pg_extern] in src/api/), so that \df+ roomserver.*
+-- shows one for every function. SQL-language functions and views carry theirs next to their
+-- definition in the other sql/api/*.sql files. Runs after every function exists.
+
+-- Pure functions (src/api/json.rs, src/api/auth.rs): read no tables.
+COMMENT ON FUNCTION roomserver.canonical_json(jsonb) IS
+    'The Matrix canonical JSON of a value: keys sorted, no insignificant whitespace, UTF-8, integers only. ERROR 22003 for a number that is not an integer.';
+COMMENT ON FUNCTION roomserver.redact(jsonb, text) IS
+    'A PDU redacted by the redaction algorithm of room_version. ERROR 0A000 for an unknown room version, 22023 when pdu is not a JSON object.';
+COMMENT ON FUNCTION roomserver.event_id_for(jsonb, text) IS
+    'The event ID of a PDU in room_version: its event_id key in v1-v2, $ + the reference hash from v3 (standard unpadded base64 in v3, URL-safe from v4). ERROR 0A000 for an unknown room version, 22023 for a malformed PDU.';
+COMMENT ON FUNCTION roomserver.room_id_for_create_event(jsonb, text) IS
+    'The room ID a room version 12 create event defines: ! + its reference hash. ERROR 22000 for a room version whose room IDs are not derived from the create event, 0A000 for an unknown one.';
+COMMENT ON FUNCTION roomserver.content_hash(jsonb) IS
+    'The sha256 content hash of a PDU (without unsigned, signatures and hashes), unpadded base64: what its hashes.sha256 must be. ERROR 22023 when pdu is not a JSON object.';
+COMMENT ON FUNCTION roomserver.check_auth(jsonb, text, jsonb) IS
+    'Checks a PDU against the authorization rules of room_version with state, a JSON array of the state events to check against: {"allowed": bool, "reason": text}. ERROR 22023 for a malformed PDU, 22000 when state repeats a key or holds a non-state event.';
+COMMENT ON FUNCTION roomserver.resolve_state(text, jsonb, jsonb) IS
+    'Resolves state_sets (a JSON array of arrays of event IDs) with the algorithm of room_version, events mapping every event ID it may need (the sets'' events and their auth chains) to its PDU: {"<type>": {"<state_key>": "<event_id>"}}. ERROR P0002 for an event missing from events, 22000 for cycles or malformed state sets.';
+
+-- Ingest (src/api/ingest.rs): SECURITY DEFINER, granted by grant_writer.
+COMMENT ON FUNCTION roomserver.ingest_event(jsonb, text, boolean) IS
+    'Stores one PDU whose signatures the caller has verified; returns {"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok", "outlier", "rejection", "soft_failure"}. ERROR 23503 when its auth events (or, unless outlier, its prev events with state) are not stored, 25006 on a standby, 40001/40P01 to retry the transaction; the README lists every SQLSTATE.';
+COMMENT ON FUNCTION roomserver.ingest_events(jsonb, text, boolean) IS
+    'Stores a JSON array of PDUs in order, all or nothing, returning one ingest_event result per element: the bulk path (batches of about 1,000). Errors as ingest_event, the message naming pdus[i].';
+
+-- State storage through the backend's cache (src/api/state.rs), on NIDs.
+COMMENT ON FUNCTION roomserver.snapshot_lookup(bigint, bigint, bigint[], bigint[]) IS
+    'The event NID of each (type NID, state key NID) pair in a state snapshot of the room, ord giving the pair''s position (event_nid NULL: not in the state). ERROR P0002 when the snapshot is not one of the room''s, 22000 when the arrays differ in length or hold NULL.';
+COMMENT ON FUNCTION roomserver.snapshot_entries(bigint, bigint) IS
+    'The full state of a snapshot of the room as NIDs, one row per entry sorted by key. ERROR P0002 when the snapshot is not one of the room''s.';
+COMMENT ON FUNCTION roomserver.snapshot_state_arrays(bigint, bigint) IS
+    'The full state of a snapshot of the room as one row of three parallel arrays sorted by key (type, state key and event NIDs): cheaper than snapshot_entries for large states. ERROR P0002 when the snapshot is not one of the room''s.';
+COMMENT ON FUNCTION roomserver.snapshot_diff(bigint, bigint, bigint) IS
+    'The entries of to_snapshot that differ from from_snapshot (event_nid 0: the key is gone), reading only the blocks the two do not share. ERROR P0002 when a snapshot is not one of the room''s.';
+COMMENT ON FUNCTION roomserver.block_entries(bigint, bigint) IS
+    'The entries of one stored state block, unpacked from state_blocks.entries (event_nid 0: the block removes the key). ERROR P0002 when the block is not one of the room''s, XX001 when it does not decode.';
+COMMENT ON FUNCTION roomserver.nid_set_decode(bytea) IS
+    'The NIDs of a compact NID set (stored_events.auth_chain), ascending. ERROR 54000 for a set of more than 2^25 NIDs; bytes that are not a NID set are an error, never a wrong answer.';
+COMMENT ON FUNCTION roomserver.nid_set_union(bytea[]) IS
+    'The union of compact NID sets, ascending, NULL elements skipped: the auth chain of many events in one pass. ERROR 54000 past 2^25 NIDs; bytes that are not a NID set are an error, never a wrong answer.';
+
+-- Federation (src/api/federation.rs).
+COMMENT ON FUNCTION roomserver.missing_events(jsonb) IS
+    'What to fetch before ingesting a received PDU: {"missing_prev_events", "missing_auth_events"}, its prev events not stored with state (unknown or outliers) and its auth events not stored, in PDU order. ERROR P0002 when its room is unknown, 22023 when the PDU is malformed.';
 
 -- sql/api/99_finalize.sql
 -- Runs last, once the Rust functions exist.

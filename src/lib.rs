@@ -28,9 +28,19 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/api/04_federation.sql",
     name = "federation",
-    requires = ["state", redact, backfill_walk, forwards_fill_walk, get_missing_events_walk, server_may_see_events]
+    requires = ["state", redact, backfill_walk, forwards_fill_walk, get_missing_events_walk, server_may_see_events, server_name_of]
 );
 extension_sql_file!("../sql/api/05_access.sql", name = "access", requires = ["federation"]);
+// The catalog comments of the Rust functions (SQL-language ones are commented where defined).
+extension_sql_file!(
+    "../sql/api/90_comments.sql",
+    name = "comments",
+    requires = [
+        "access", block_entries, canonical_json, check_auth, content_hash, event_id_for, ingest_event, ingest_events, missing_events,
+        nid_set_decode, nid_set_union, redact, resolve_state, room_id_for_create_event, snapshot_diff, snapshot_entries, snapshot_lookup,
+        snapshot_state_arrays
+    ]
+);
 extension_sql_file!("../sql/api/99_finalize.sql", name = "finalize", finalize);
 
 #[cfg(any(test, feature = "pg_test"))]

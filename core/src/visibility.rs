@@ -83,8 +83,10 @@ impl HistoryVisibility {
     }
 }
 
-/// The server name of a user ID: everything after the first `:` (server names may carry a
-/// port, so not the last). `None` when there is no `:`.
+/// The server name of a user ID (or of an event ID of room versions 1-2): everything after the
+/// first `:` (server names may carry a port, so not the last). `None` when there is no `:`. The
+/// one owner of this rule: the auth rules use it, and SQL calls it as
+/// `roomserver_internal.server_name_of`.
 pub fn server_name_of(user_id: &str) -> Option<&str> {
     user_id.split_once(':').map(|(_, server)| server)
 }

@@ -118,23 +118,33 @@ BEGIN
     PERFORM roomserver_internal.raise_if_invisible('rooms', wanted, got);
 END
 $$;
+COMMENT ON FUNCTION roomserver.assign_room_nids(text[], text[]) IS
+    'Returns the NID and room version of each room ID, creating the rooms not stored yet with the given room versions (admin only: ingest calls it). Concurrency-safe at READ COMMITTED; 40001 (retry) under REPEATABLE READ when a concurrently created room is invisible.';
 
 -- Lookups in both directions, for DBAs and front ends. NULL when unknown.
 CREATE OR REPLACE FUNCTION roomserver.room_nid(room_id text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT r.room_nid FROM roomserver.rooms r WHERE r.room_id = $1 $$;
+COMMENT ON FUNCTION roomserver.room_nid(text) IS
+    'The NID of a room ID, or NULL when the room is unknown.';
 
 CREATE OR REPLACE FUNCTION roomserver.room_id(room_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT r.room_id FROM roomserver.rooms r WHERE r.room_nid = $1 $$;
+COMMENT ON FUNCTION roomserver.room_id(bigint) IS
+    'The room ID of a room NID, or NULL when unknown.';
 
 CREATE OR REPLACE FUNCTION roomserver.event_type_nid(event_type text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = $1 $$;
+COMMENT ON FUNCTION roomserver.event_type_nid(text) IS
+    'The NID of an event type, or NULL when unknown (well-known types have fixed NIDs below 65536).';
 
 CREATE OR REPLACE FUNCTION roomserver.event_type(event_type_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT t.event_type FROM roomserver.event_types t WHERE t.event_type_nid = $1 $$;
+COMMENT ON FUNCTION roomserver.event_type(bigint) IS
+    'The event type of an event type NID, or NULL when unknown.';
 
 CREATE OR REPLACE FUNCTION roomserver.state_key_nid(room_id text, state_key text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
@@ -143,15 +153,23 @@ AS $$
     JOIN roomserver.rooms r USING (room_nid)
     WHERE r.room_id = $1 AND k.state_key = $2
 $$;
+COMMENT ON FUNCTION roomserver.state_key_nid(text, text) IS
+    'The NID of a state key (or sender user ID) in a room, or NULL when unknown; the empty state key is NID 1 in every room.';
 
 CREATE OR REPLACE FUNCTION roomserver.state_key(room_nid bigint, state_key_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT k.state_key FROM roomserver.event_state_keys k WHERE k.room_nid = $1 AND k.state_key_nid = $2 $$;
+COMMENT ON FUNCTION roomserver.state_key(bigint, bigint) IS
+    'The state key (or sender user ID) of a state key NID of a room, or NULL when unknown.';
 
 CREATE OR REPLACE FUNCTION roomserver.event_nid(event_id text) RETURNS bigint
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT e.event_nid FROM roomserver.stored_events e WHERE e.event_id = $1 ORDER BY e.room_nid LIMIT 1 $$;
+COMMENT ON FUNCTION roomserver.event_nid(text) IS
+    'The NID of an event by its event ID, or NULL when unknown (a room version 1-2 event ID stored in several rooms: the one of the room with the smallest NID).';
 
 CREATE OR REPLACE FUNCTION roomserver.event_id(room_nid bigint, event_nid bigint) RETURNS text
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$ SELECT e.event_id FROM roomserver.stored_events e WHERE e.room_nid = $1 AND e.event_nid = $2 $$;
+COMMENT ON FUNCTION roomserver.event_id(bigint, bigint) IS
+    'The event ID of an event NID of a room, or NULL when unknown.';

@@ -81,8 +81,9 @@ $$;
 
 -- The state before (or after) an event: all of it, only some types, or only some
 -- (type, state_key) pairs (a two-column array: ARRAY[['m.room.member', '@a:x'], ...]).
--- (PL/pgSQL cannot name an input and an output column alike: the body is state_at_nids.)
-CREATE OR REPLACE FUNCTION roomserver_internal.state_at_nids(the_event_id text, after boolean, types text[], pairs text[])
+-- roomserver_internal.state_at_event is the body of roomserver.state_at_event (a PL/pgSQL
+-- function cannot name an input and an output column alike, as the API's does: event_id).
+CREATE OR REPLACE FUNCTION roomserver_internal.state_at_event(the_event_id text, after boolean, types text[], pairs text[])
 RETURNS TABLE (event_type text, state_key text, state_event_id text)
 LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
@@ -128,7 +129,7 @@ $$;
 CREATE OR REPLACE FUNCTION roomserver.state_at_event(event_id text, after boolean DEFAULT false, types text[] DEFAULT NULL, pairs text[] DEFAULT NULL)
 RETURNS TABLE (type text, state_key text, event_id text)
 LANGUAGE sql STABLE PARALLEL SAFE
-AS $$ SELECT * FROM roomserver_internal.state_at_nids($1, $2, $3, $4) $$;
+AS $$ SELECT * FROM roomserver_internal.state_at_event($1, $2, $3, $4) $$;
 COMMENT ON FUNCTION roomserver.state_at_event(text, boolean, text[], text[]) IS 'The room state before (after => true: after) an event: all of it, some types, or some (type, state_key) pairs.';
 
 -- The auth chain of events as event NIDs: their auth events and the stored chains of those
@@ -143,6 +144,8 @@ AS $$
     CROSS JOIN LATERAL (SELECT a.event_nid UNION ALL SELECT unnest(roomserver.nid_set_decode(a.auth_chain))) AS x(n)
     WHERE ed.room_nid = auth_chain_nids.room_nid AND ed.event_nid = ANY (event_nids) AND ed.kind = 'a'
 $$;
+COMMENT ON FUNCTION roomserver.auth_chain_nids(bigint, bigint[]) IS
+    'The auth chain of events of a room as event NIDs, in no particular order: their auth events and those events'' stored chains (stored_events.auth_chain). Unknown events contribute nothing.';
 
 -- The auth chain of a whole state: the stored chains of its events (not the events themselves,
 -- unless one is in another's chain), as the state_ids and state responses list it.
@@ -156,6 +159,8 @@ AS $$
     FROM roomserver.snapshot_entries(room_nid, snapshot_nid) s
     JOIN roomserver.stored_events e ON e.room_nid = state_auth_chain.room_nid AND e.event_nid = s.event_nid
 $$;
+COMMENT ON FUNCTION roomserver.state_auth_chain(bigint, bigint) IS
+    'The auth chain of a whole state as event NIDs (the union of the stored chains of its events), as /state_ids and /state list it. ERROR P0002 when the snapshot is not one of the room''s.';
 
 -- The event whose state a federation response serves: ERROR 22004 on NULLs, P0002 when the room
 -- or the event (in that room) is unknown or the event is an outlier (its state is not known).
@@ -199,6 +204,8 @@ BEGIN
     RETURN jsonb_build_object('pdu_ids', pdu_ids, 'auth_chain_ids', chain_ids);
 END
 $$;
+COMMENT ON FUNCTION roomserver.state_ids(text, text) IS
+    'Body of GET /_matrix/federation/v1/state_ids: {"pdu_ids", "auth_chain_ids"} of the state before the event. ERROR P0002 for an unknown room, an event not in that room, or an outlier; 22004 on NULL arguments.';
 
 -- The federation body of GET /_matrix/federation/v1/state/{room_id}?event_id=...: the same as
 -- state_ids with the PDUs themselves, in the room version's federation format.
@@ -221,6 +228,8 @@ BEGIN
     RETURN jsonb_build_object('pdus', pdus, 'auth_chain', chain);
 END
 $$;
+COMMENT ON FUNCTION roomserver.state(text, text) IS
+    'Body of GET /_matrix/federation/v1/state: {"pdus", "auth_chain"} of the state before the event, PDUs in the room version''s federation format. ERROR P0002 for an unknown room, an event not in that room, or an outlier; 22004 on NULL arguments.';
 
 -- The room of a room ID, or ERROR P0002 (404 M_NOT_FOUND).
 CREATE OR REPLACE FUNCTION roomserver_internal.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
@@ -246,6 +255,8 @@ AS $$
     JOIN roomserver.stored_events e ON e.room_nid = x.room_nid AND e.event_nid = x.event_nid
     ORDER BY e.depth, e.event_id
 $$;
+COMMENT ON FUNCTION roomserver.forward_extremities(text) IS
+    'The forward extremities of a room, by depth: the event IDs a new local event would reference as prev_events. ERROR P0002 when the room is unknown.';
 
 -- The membership of a user in the state before (or after) an event: join, invite, leave, ban,
 -- knock, or NULL when the user has no member event there.
@@ -257,6 +268,8 @@ AS $$
     JOIN roomserver.stored_events x ON x.event_id = s.event_id
     ORDER BY x.room_nid LIMIT 1
 $$;
+COMMENT ON FUNCTION roomserver.membership_at_event(text, text, boolean) IS
+    'The membership (join, invite, leave, ban, knock) of a user in the state before (after => true: after) an event, or NULL when the user has no member event there. ERROR P0002 when the event is unknown or an outlier.';
 
 -- The current state of every room, readable.
 CREATE OR REPLACE VIEW roomserver.current_state AS

@@ -2,7 +2,6 @@
 //! backend's cache, src/block_cache.rs) and decoding the compact auth chain sets.
 
 use pgrx::prelude::*;
-use roomserver_core::state_blocks::merge_layers;
 use roomserver_core::{nid_set, Error};
 
 use crate::store::block_cache;
@@ -57,9 +56,7 @@ fn snapshot_state_arrays(
     room_nid: i64,
     snapshot_nid: i64,
 ) -> TableIterator<'static, (name!(type_nids, Vec<i64>), name!(state_key_nids, Vec<i64>), name!(event_nids, Vec<i64>))> {
-    let blocks = Spi::connect_mut(|client| block_cache::snapshot_blocks(client, room_nid, snapshot_nid)).or_raise("snapshot_state_arrays");
-    let layers: Vec<&[roomserver_core::state_blocks::Entry]> = blocks.iter().map(|b| b.entries.as_slice()).collect();
-    let state = merge_layers(&layers, true);
+    let state = Spi::connect_mut(|client| block_cache::full_state(client, room_nid, snapshot_nid)).or_raise("snapshot_state_arrays");
     let (mut t, mut k, mut e) = (Vec::with_capacity(state.len()), Vec::with_capacity(state.len()), Vec::with_capacity(state.len()));
     for x in state {
         t.push(x.type_nid);
@@ -76,9 +73,7 @@ fn snapshot_entries(
     room_nid: i64,
     snapshot_nid: i64,
 ) -> TableIterator<'static, (name!(type_nid, i64), name!(state_key_nid, i64), name!(event_nid, i64))> {
-    let blocks = Spi::connect_mut(|client| block_cache::snapshot_blocks(client, room_nid, snapshot_nid)).or_raise("snapshot_entries");
-    let layers: Vec<&[roomserver_core::state_blocks::Entry]> = blocks.iter().map(|b| b.entries.as_slice()).collect();
-    let state = merge_layers(&layers, true);
+    let state = Spi::connect_mut(|client| block_cache::full_state(client, room_nid, snapshot_nid)).or_raise("snapshot_entries");
     TableIterator::new(state.into_iter().map(|e| (e.type_nid, e.state_key_nid, e.event_nid)))
 }
 

@@ -28,7 +28,7 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, PgSqlErrorCode};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::spi::SpiClient;
 use roomserver_core::room_state::Snapshot;
-use roomserver_core::state_blocks::{decode_entries, BlockRef, Entry, StateHash};
+use roomserver_core::state_blocks::{self, decode_entries, BlockRef, Entry, StateHash};
 use roomserver_core::{Error, Result};
 
 use crate::store::plans::{query, query_first, Statement, INT8, INT8_ARRAY};
@@ -302,21 +302,25 @@ pub fn snapshot_blocks(client: &mut SpiClient<'_>, room_nid: i64, snapshot_nid: 
     blocks(client, room_nid, &ids)
 }
 
+/// The entries of blocks as the core's layers (oldest first).
+fn layers(blocks: &[Rc<Block>]) -> Vec<&[Entry]> {
+    blocks.iter().map(|b| b.entries.as_slice()).collect()
+}
+
 /// The event for each key in a snapshot (`None`: not in the state): the newest block holding
-/// the key decides.
+/// the key decides (`state_blocks::lookup`).
 pub fn lookup(client: &mut SpiClient<'_>, room_nid: i64, snapshot_nid: i64, keys: &[(i64, i64)]) -> Result<Vec<Option<i64>>> {
     if keys.is_empty() {
         return Ok(Vec::new());
     }
     let blocks = snapshot_blocks(client, room_nid, snapshot_nid)?;
-    Ok(keys
-        .iter()
-        .map(|key| {
-            blocks
-                .iter()
-                .rev()
-                .find_map(|b| b.entries.binary_search_by(|e| e.key().cmp(key)).ok().map(|i| b.entries[i].event_nid))
-                .filter(|ev| *ev != 0)
-        })
-        .collect())
+    let layers = layers(&blocks);
+    Ok(keys.iter().map(|key| state_blocks::lookup(&layers, *key)).collect())
+}
+
+/// The full state of a snapshot, sorted by key: the merge of its blocks, newest winning
+/// (`state_blocks::full_state`).
+pub fn full_state(client: &mut SpiClient<'_>, room_nid: i64, snapshot_nid: i64) -> Result<Vec<Entry>> {
+    let blocks = snapshot_blocks(client, room_nid, snapshot_nid)?;
+    Ok(state_blocks::full_state(&layers(&blocks)))
 }

@@ -90,9 +90,10 @@ pub fn check_on_receipt(
     }
 }
 
-/// The server name of a user or event ID (`@local:server` -> `server`).
+/// The server name of a user or event ID (`@local:server` -> `server`), `""` when it has none;
+/// the rule is [`crate::visibility::server_name_of`].
 pub(crate) fn server_of(id: &str) -> &str {
-    id.split_once(':').map(|(_, s)| s).unwrap_or("")
+    crate::visibility::server_name_of(id).unwrap_or("")
 }
 
 /// The spec's user ID grammar as far as the auth rules need it: `@localpart:server`, at most
