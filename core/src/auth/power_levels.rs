@@ -75,11 +75,11 @@ impl<'a> PowerLevels<'a> {
 
     /// A named level (`ban`, `kick`, `redact`, `invite`, `state_default`, `events_default`,
     /// `users_default`) with the spec's defaults: 50 for ban/kick/redact/state_default, 0 for the
-    /// others, and state_default 0 when there is no power levels event at all.
+    /// others. state_default is 50 with no power levels event too (matrix-spec#1479; Synapse's
+    /// `get_send_level`): the spec once said 0 there, which let any member set the room's state.
     pub fn named(&self, key: &str) -> i64 {
         let default = match key {
-            "ban" | "kick" | "redact" => 50,
-            "state_default" if self.exists() => 50,
+            "ban" | "kick" | "redact" | "state_default" => 50,
             _ => 0,
         };
         self.get(key).unwrap_or(default)
