@@ -149,7 +149,9 @@ install_previous_release() {
     git -C "$REPO" cat-file -e "$commit^{commit}" 2>/dev/null \
         || { echo "commit $commit ($version) is not in this clone's history" >&2; return 1; }
     local src; src="$(mktemp -d /tmp/pg_roomserver-$version.XXXXXX)"
-    git -C "$REPO" archive "$commit" | tar -x -C "$src"
+    # -m: the files get the time of extraction, not the commit's, so cargo rebuilds what differs
+    # from the release built before in the shared target directory.
+    git -C "$REPO" archive "$commit" | tar -x -m -C "$src"
     local target="$REPO/target/previous-releases"
     [ "$profile" = release ] && target="$target-release"
     (cd "$src" && CARGO_TARGET_DIR="$target" cargo pgrx install "$@" --pg-config "$PG_CONFIG" >"$src.log" 2>&1) \

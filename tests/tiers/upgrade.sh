@@ -70,7 +70,7 @@ for v in "${old_versions[@]}"; do
     # The release's build, from its commit (not from this tree's frozen script).
     log "upgrade: building and installing $v (target/previous-releases)"
     install_previous_release "$v"
-    cmp "$("$PG_CONFIG" --sharedir)/extension/pg_roomserver--$v.sql" "sql/pg_roomserver--$v.sql" \
+    python3 tests/tiers/same_install_script.py "$("$PG_CONFIG" --sharedir)/extension/pg_roomserver--$v.sql" "sql/pg_roomserver--$v.sql" \
         || { echo "upgrade: sql/pg_roomserver--$v.sql is not what $v installs" >&2; exit 1; }
     # 1,500 events written by the release, the rest of the room (and the sample room) after the update.
     "${PSQL[@]}" -d "$db" -c "CREATE EXTENSION pg_roomserver"
