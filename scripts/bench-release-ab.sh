@@ -34,6 +34,6 @@ mean() { local s=0 n=0 x; for x in "$@"; do s=$((s + x)); n=$((n + 1)); done; ec
 {
     echo "# scripts/bench-release-ab.sh $ROUNDS  ($(date -u +%Y-%m-%d), $(nproc) cores, PostgreSQL $PG_VERSION, fsync=off, release builds)"
     echo "single-event ingest, 3,000 calls each committed (bench/ingest_single.sql), events/s"
-    echo "$OLD_VERSION ($PREVIOUS_COMMIT): ${old[*]}  mean $(mean "${old[@]}")"
+    echo "$OLD_VERSION ($(release_commit "$OLD_VERSION")): ${old[*]}  mean $(mean "${old[@]}")"
     echo "current ($(git rev-parse --short HEAD)): ${new[*]}  mean $(mean "${new[@]}")"
 } | tee bench/out/release-ab.txt

@@ -633,10 +633,13 @@ COMMENT ON FUNCTION roomserver.state(text, text) IS
 
 -- The room of a room ID, or ERROR P0002 (404 M_NOT_FOUND).
 CREATE OR REPLACE FUNCTION roomserver_internal.find_room(room_id text, OUT room_nid bigint, OUT current_state bigint, OUT room_version text)
-LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
+LANGUAGE plpgsql STABLE PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN
+    IF find_room.room_id IS NULL THEN
+        RAISE EXCEPTION 'room_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
     SELECT r.room_nid, r.current_state, r.room_version INTO room_nid, current_state, room_version
     FROM roomserver.rooms r WHERE r.room_id = find_room.room_id;
     IF NOT FOUND THEN
@@ -647,7 +650,7 @@ $$;
 
 -- The forward extremities of a room: the event IDs a new event would reference as prev_events.
 CREATE OR REPLACE FUNCTION roomserver.forward_extremities(room_id text) RETURNS SETOF text
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT e.event_id
     FROM roomserver_internal.find_room(room_id) r
@@ -656,7 +659,7 @@ AS $$
     ORDER BY e.depth, e.event_id
 $$;
 COMMENT ON FUNCTION roomserver.forward_extremities(text) IS
-    'The forward extremities of a room, by depth: the event IDs a new local event would reference as prev_events. ERROR P0002 when the room is unknown.';
+    'The forward extremities of a room, by depth: the event IDs a new local event would reference as prev_events. ERROR P0002 when the room is unknown, 22004 for NULL.';
 
 -- The membership of a user in the state before (or after) an event: join, invite, leave, ban,
 -- knock, or NULL when the user has no member event there.
@@ -893,7 +896,7 @@ COMMENT ON FUNCTION roomserver.event(text, text) IS
 -- /get_missing_events must fetch. Read through the partial index of pending edges.
 CREATE OR REPLACE FUNCTION roomserver.backward_extremities(room_id text)
 RETURNS TABLE (event_id text, depth bigint, outlier boolean, missing_prev_events text[])
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT e.event_id, e.depth, e.outlier, array_agg(ed.target_event_id ORDER BY ed.position)
     FROM roomserver_internal.find_room(room_id) r
@@ -903,7 +906,7 @@ AS $$
     ORDER BY e.depth DESC, e.event_id COLLATE "C" DESC
 $$;
 COMMENT ON FUNCTION roomserver.backward_extremities(text) IS
-    'The gaps of a room (MSC3871): stored events whose prev events are not stored, with the missing prev event IDs, deepest first; what /backfill or /get_missing_events must fetch. ERROR P0002 when the room is unknown.';
+    'The gaps of a room (MSC3871): stored events whose prev events are not stored, with the missing prev event IDs, deepest first; what /backfill or /get_missing_events must fetch. ERROR P0002 when the room is unknown, 22004 for NULL.';
 
 -- sql/api/05_access.sql
 -- Who may do what. Nothing in the schema is granted to PUBLIC (sql/api/99_finalize.sql); a DBA

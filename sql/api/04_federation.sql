@@ -195,7 +195,7 @@ COMMENT ON FUNCTION roomserver.event(text, text) IS
 -- /get_missing_events must fetch. Read through the partial index of pending edges.
 CREATE OR REPLACE FUNCTION roomserver.backward_extremities(room_id text)
 RETURNS TABLE (event_id text, depth bigint, outlier boolean, missing_prev_events text[])
-LANGUAGE sql STABLE STRICT PARALLEL SAFE
+LANGUAGE sql STABLE PARALLEL SAFE
 AS $$
     SELECT e.event_id, e.depth, e.outlier, array_agg(ed.target_event_id ORDER BY ed.position)
     FROM roomserver_internal.find_room(room_id) r
@@ -205,4 +205,4 @@ AS $$
     ORDER BY e.depth DESC, e.event_id COLLATE "C" DESC
 $$;
 COMMENT ON FUNCTION roomserver.backward_extremities(text) IS
-    'The gaps of a room (MSC3871): stored events whose prev events are not stored, with the missing prev event IDs, deepest first; what /backfill or /get_missing_events must fetch. ERROR P0002 when the room is unknown.';
+    'The gaps of a room (MSC3871): stored events whose prev events are not stored, with the missing prev event IDs, deepest first; what /backfill or /get_missing_events must fetch. ERROR P0002 when the room is unknown, 22004 for NULL.';

@@ -69,8 +69,9 @@ pub struct Block {
 struct Cache {
     snapshots: HashMap<i64, (i64, Rc<Snapshot>)>,
     blocks: HashMap<i64, (i64, Rc<Block>)>,
-    /// Units held ([`UNIT_BYTES`] each).
-    entries: usize,
+    /// Memory held, in units of [`UNIT_BYTES`]: a block entry is one unit, an auth chain one
+    /// per three NIDs (plus one), a resolution one per snapshot it resolved.
+    units: usize,
     /// Results of state resolution: sorted snapshot NIDs -> the resolved snapshot.
     resolutions: HashMap<Vec<i64>, i64>,
     /// Stored auth chains of state events (stored_events.auth_chain never changes).
@@ -169,7 +170,7 @@ fn prepare(client: &mut SpiClient<'_>) {
         WATCHED.with(|w| w.set(oids.map(|o| o as u32)));
     }
     check_privileges();
-    if CACHE.with(|c| c.borrow().entries > capacity_units()) {
+    if CACHE.with(|c| c.borrow().units > capacity_units()) {
         CACHE.with(|c| *c.borrow_mut() = Cache::default());
     }
 }
@@ -203,7 +204,7 @@ pub fn known_resolution(client: &mut SpiClient<'_>, states: &[i64]) -> Option<i6
 pub fn remember_resolution(states: &[i64], result: i64) {
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
-        c.entries += states.len();
+        c.units += states.len();
         c.resolutions.insert(states.to_vec(), result);
     });
 }
@@ -228,7 +229,7 @@ pub fn auth_chains(client: &mut SpiClient<'_>, room_nid: i64, nids: &[i64]) -> R
             };
             CACHE.with(|c| {
                 let mut c = c.borrow_mut();
-                c.entries += chain.len() / 3 + 1;
+                c.units += chain.len() / 3 + 1;
                 c.chains.insert(nid, Rc::new(chain));
             });
         }
@@ -279,7 +280,7 @@ pub fn blocks(client: &mut SpiClient<'_>, room_nid: i64, ids: &[i64]) -> Result<
             let entries = decode_entries(&bytes).map_err(|e| Error::corrupt("state_blocks.entries", e))?;
             CACHE.with(|c| {
                 let mut c = c.borrow_mut();
-                c.entries += entries.len();
+                c.units += entries.len();
                 c.blocks.insert(id, (room_nid, Rc::new(Block { entries, max_event_nid })));
             });
         }

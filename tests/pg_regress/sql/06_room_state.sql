@@ -105,4 +105,7 @@ SELECT regress.try(format('SELECT roomserver.state(%L, %L)', '!demo:example.org'
 SELECT regress.try($$SELECT * FROM roomserver.state_at_event('$unknown')$$);
 SELECT regress.try(format('SELECT * FROM roomserver.state_at_event(%L, pairs => ARRAY[''a'', ''b''])', :'ban_id'));
 SELECT regress.try($$SELECT roomserver.forward_extremities('!nowhere:example.org')$$);
+-- NULL is an error (22004), not an empty answer.
+SELECT regress.try($$SELECT roomserver.forward_extremities(NULL)$$);
+SELECT regress.try($$SELECT * FROM roomserver.backward_extremities(NULL)$$);
 SELECT count(*) AS integrity_problems FROM roomserver.check_integrity();
