@@ -63,13 +63,16 @@ END $$;
 DO $$ BEGIN
     PERFORM pg_temp.add('create', 'm.room.create', '', '@alice:a.example', '{"creator": "@alice:a.example", "room_version": "10"}', '{}', '{}');
     PERFORM pg_temp.add('alice_joins', 'm.room.member', '@alice:a.example', '@alice:a.example', '{"membership": "join"}', '{create}', '{create}');
-    PERFORM pg_temp.add('join_rules', 'm.room.join_rules', '', '@alice:a.example', '{"join_rule": "public"}', '{alice_joins}', '{create,alice_joins}');
-    PERFORM pg_temp.add('bob_joins', 'm.room.member', '@bob:b.example', '@bob:b.example', '{"membership": "join"}', '{join_rules}', '{create,join_rules}');
+    -- Alice's power levels: hers 100, and the topic open to everyone (a state event needs 50
+    -- by default, with or without a power levels event).
+    PERFORM pg_temp.add('power_levels', 'm.room.power_levels', '', '@alice:a.example', '{"users": {"@alice:a.example": 100}, "events": {"m.room.topic": 0}}', '{alice_joins}', '{create,alice_joins}');
+    PERFORM pg_temp.add('join_rules', 'm.room.join_rules', '', '@alice:a.example', '{"join_rule": "public"}', '{power_levels}', '{create,alice_joins,power_levels}');
+    PERFORM pg_temp.add('bob_joins', 'm.room.member', '@bob:b.example', '@bob:b.example', '{"membership": "join"}', '{join_rules}', '{create,join_rules,power_levels}');
     -- The fork: Alice and Bob set the topic at the same time, both right after Bob's join.
-    PERFORM pg_temp.add('topic_alice', 'm.room.topic', '', '@alice:a.example', '{"topic": "Lunch at noon"}', '{bob_joins}', '{create,alice_joins}');
-    PERFORM pg_temp.add('topic_bob', 'm.room.topic', '', '@bob:b.example', '{"topic": "Lunch at one"}', '{bob_joins}', '{create,bob_joins}');
+    PERFORM pg_temp.add('topic_alice', 'm.room.topic', '', '@alice:a.example', '{"topic": "Lunch at noon"}', '{bob_joins}', '{create,alice_joins,power_levels}');
+    PERFORM pg_temp.add('topic_bob', 'm.room.topic', '', '@bob:b.example', '{"topic": "Lunch at one"}', '{bob_joins}', '{create,bob_joins,power_levels}');
     -- The merge: Alice's next message has seen both, so both are its prev events.
-    PERFORM pg_temp.add('merge', 'm.room.message', NULL, '@alice:a.example', '{"msgtype": "m.text", "body": "See you there"}', '{topic_alice,topic_bob}', '{create,alice_joins}');
+    PERFORM pg_temp.add('merge', 'm.room.message', NULL, '@alice:a.example', '{"msgtype": "m.text", "body": "See you there"}', '{topic_alice,topic_bob}', '{create,alice_joins,power_levels}');
 END $$;
 SELECT event_id AS merge_id FROM room WHERE name = 'merge' \gset
 SELECT event_id AS fork_point FROM room WHERE name = 'bob_joins' \gset
@@ -77,7 +80,7 @@ SELECT event_id AS fork_point FROM room WHERE name = 'bob_joins' \gset
 CREATE FUNCTION pg_temp.short(id text) RETURNS text LANGUAGE sql AS $$ SELECT coalesce((SELECT name FROM room WHERE event_id = id), id) $$;
 
 \echo
-\echo '== 1. The room: 7 PDUs, a fork after bob_joins (topic_alice, topic_bob) and a merge'
+\echo '== 1. The room: 8 PDUs, a fork after bob_joins (topic_alice, topic_bob) and a merge'
 SELECT n, name, pdu->>'depth' AS depth, pdu->>'type' AS type, pdu->>'sender' AS sender,
        (SELECT string_agg(pg_temp.short(p), ', ') FROM jsonb_array_elements_text(pdu->'prev_events') p) AS prev_events,
        left(event_id, 16) || '…' AS event_id
@@ -160,19 +163,19 @@ DECLARE
     forwards jsonb := roomserver.forwards_fill('!lunch:a.example', ARRAY[(SELECT event_id FROM room WHERE name = 'bob_joins')], 10) -> 'pdus';
     ids jsonb := roomserver.state_ids('!lunch:a.example', merge_id);
 BEGIN
-    IF (SELECT count(*) FROM roomserver.events WHERE room_id = '!lunch:a.example' AND NOT (rejected OR soft_failed OR outlier)) <> 7 THEN
-        RAISE EXCEPTION 'demo: not all 7 events were accepted with state';
+    IF (SELECT count(*) FROM roomserver.events WHERE room_id = '!lunch:a.example' AND NOT (rejected OR soft_failed OR outlier)) <> 8 THEN
+        RAISE EXCEPTION 'demo: not all 8 events were accepted with state';
     END IF;
     IF EXISTS (SELECT 1 FROM room r, roomserver.state_at_event(r.event_id, after => true, types => ARRAY['m.room.topic'])
-               WHERE r.name IN ('create', 'alice_joins', 'join_rules', 'bob_joins')) THEN
+               WHERE r.name IN ('create', 'alice_joins', 'power_levels', 'join_rules', 'bob_joins')) THEN
         RAISE EXCEPTION 'demo: a topic before the fork';
     END IF;
     IF (SELECT array_agg(pg_temp.short(event_id)) FROM roomserver.state_at_event(merge_id, types => ARRAY['m.room.topic']))
        IS DISTINCT FROM ARRAY['topic_bob'] THEN
         RAISE EXCEPTION 'demo: the state before the merge should have topic_bob, the later of the two topics';
     END IF;
-    IF jsonb_array_length(backfill) <> 7 OR pg_temp.short(roomserver.event_id_for(backfill->0, '10')) <> 'merge' THEN
-        RAISE EXCEPTION 'demo: backfill should return all 7 events, the merge first';
+    IF jsonb_array_length(backfill) <> 8 OR pg_temp.short(roomserver.event_id_for(backfill->0, '10')) <> 'merge' THEN
+        RAISE EXCEPTION 'demo: backfill should return all 8 events, the merge first';
     END IF;
     IF (SELECT array_agg(pg_temp.short(roomserver.event_id_for(p, '10')) ORDER BY n) FROM jsonb_array_elements(forwards) WITH ORDINALITY AS x(p, n))
        NOT IN (ARRAY['bob_joins', 'topic_alice', 'topic_bob', 'merge'], ARRAY['bob_joins', 'topic_bob', 'topic_alice', 'merge']) THEN
