@@ -32,11 +32,7 @@ pub fn admit(
     auth_nids: &[i64],
     current: &[i64],
 ) -> Result<Admission> {
-    let state_before = if prev_states.is_empty() {
-        store.save_snapshot(&[], Vec::new(), StateHash::default(), 0)?
-    } else {
-        resolve_snapshots(rv, store, prev_states)?
-    };
+    let state_before = state_before(rv, store, prev_states)?;
     let outcome = check(rv, store, event, auth_nids, state_before, current)?;
     let (rejection, soft_failure) = match outcome {
         ReceiptOutcome::Accepted => (None, None),
@@ -50,6 +46,16 @@ pub fn admit(
         _ => state_before,
     };
     Ok(Admission { state_before, state_after, rejection, soft_failure })
+}
+
+/// The state before an event whose prev events have the after-states `prev_states`: the empty
+/// state for none, else their resolution.
+pub fn state_before(rv: &RoomVersion, store: &mut dyn StateStore, prev_states: &[i64]) -> Result<i64> {
+    if prev_states.is_empty() {
+        store.save_snapshot(&[], Vec::new(), StateHash::default(), 0)
+    } else {
+        resolve_snapshots(rv, store, prev_states)
+    }
 }
 
 /// The three checks on receipt.

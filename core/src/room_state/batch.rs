@@ -8,7 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{admit, chain_from_auth_events, check_outlier, resolve_snapshots, superseded_extremities, StateStore, StoredEvent};
+use super::admit::state_before;
+use super::{admit, chain_from_auth_events, check_outlier, resolve_snapshots, superseded_extremities, Admission, StateStore, StoredEvent};
 use crate::error::{Error, Result};
 use crate::event::Pdu;
 use crate::room_version::RoomVersion;
@@ -90,13 +91,15 @@ impl BatchError {
 
 /// Admits `candidates` in order, with state unless `as_outliers`. Returns one entry per
 /// candidate: `None` for an event stored already (a duplicate). `known` and `tips` come in as
-/// stored and go out with the batch applied.
+/// stored and go out with the batch applied. `elsewhere` tells whether an event ID not known in
+/// a candidate's room is stored in another room.
 pub fn admit_batch(
     store: &mut dyn BatchStore,
     candidates: &[Candidate<'_>],
     known: &mut KnownEvents,
     tips: &mut HashMap<i64, RoomTips>,
     as_outliers: bool,
+    elsewhere: &dyn Fn(&str) -> bool,
 ) -> std::result::Result<Vec<Option<Outcome>>, BatchError> {
     let mut known_by_nid: HashMap<(i64, i64), KnownEvent> = known.iter().map(|((_, r), k)| ((*r, k.nid), k.clone())).collect();
     // Prev events of the rejected and soft-failed events of this batch (not stored yet).
@@ -117,9 +120,26 @@ pub fn admit_batch(
             (None, Some(n)) => (n, false),
             (None, None) => unreachable!("the shell assigns a NID to every new event"),
         };
-        let auth_nids = resolve_refs(&pdu.auth_events, |id| known.get(&(id.to_owned(), r)).map(|k| k.nid))
-            .map_err(|missing| Error::missing_references(format!("event {} cannot be stored: its auth events are not known: {missing}", pdu.event_id)))
-            .map_err(BatchError::at(c.position))?;
+        // Auth events stored in another room do not make the event unstorable: it is rejected
+        // (Synapse's behaviour), as an event with a wrong auth event is.
+        let (mut auth_nids, mut unknown, mut foreign) = (Vec::new(), Vec::new(), Vec::new());
+        for id in &pdu.auth_events {
+            match known.get(&(id.clone(), r)) {
+                Some(k) => auth_nids.push(k.nid),
+                None if elsewhere(id) => foreign.push(id.as_str()),
+                None => unknown.push(id.as_str()),
+            }
+        }
+        if !unknown.is_empty() {
+            let e = Error::missing_references(format!(
+                "event {} cannot be stored: its auth events are not known: {}",
+                pdu.event_id,
+                unknown.join(", ")
+            ));
+            return Err(BatchError::at(c.position)(e));
+        }
+        let foreign_rejection =
+            (!foreign.is_empty()).then(|| format!("its auth events {} belong to another room", foreign.join(", ")));
         let chain = chain_from_auth_events(store, &auth_nids).map_err(BatchError::at(c.position))?;
         let mut event = StoredEvent {
             nid,
@@ -132,7 +152,10 @@ pub fn admit_batch(
             pdu: pdu.clone(),
         };
         let outcome = if as_outliers {
-            let rejection = check_outlier(c.rv, store, &event, &auth_nids).map_err(BatchError::at(c.position))?;
+            let rejection = match foreign_rejection {
+                Some(why) => Some(why),
+                None => check_outlier(c.rv, store, &event, &auth_nids).map_err(BatchError::at(c.position))?,
+            };
             Outcome { nid, outlier: true, rejection, soft_failure: None, state_before: None, state_after: None, upgrade, stored_auth_chain: None }
         } else {
             let mut prev_states = Vec::with_capacity(pdu.prev_events.len());
@@ -163,7 +186,13 @@ pub fn admit_batch(
             event.prev_nids = prev_nids.clone();
             let room = tips.entry(r).or_default();
             let current: Vec<i64> = room.extremities.values().copied().collect();
-            let adm = admit(c.rv, store, &event, &prev_states, &auth_nids, &current).map_err(BatchError::at(c.position))?;
+            let adm = match foreign_rejection {
+                Some(why) => {
+                    let before = state_before(c.rv, store, &prev_states).map_err(BatchError::at(c.position))?;
+                    Admission { state_before: before, state_after: before, rejection: Some(why), soft_failure: None }
+                }
+                None => admit(c.rv, store, &event, &prev_states, &auth_nids, &current).map_err(BatchError::at(c.position))?,
+            };
             // Resolving the current state may need the event itself.
             store.remember(StoredEvent { rejected: adm.rejection.is_some(), state_after: Some(adm.state_after), ..event.clone() }, chain.clone());
             batch_prevs.insert((r, nid), prev_nids.clone());

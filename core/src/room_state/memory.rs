@@ -181,7 +181,7 @@ impl MemoryRoom {
         let candidate = Candidate { position: 0, room_nid: ROOM, rv: &self.rv, pdu: &pdu, type_nid, state_key_nid, new_nid: Some(nid) };
         let mut tips: std::collections::HashMap<i64, RoomTips> = std::collections::HashMap::new();
         tips.insert(ROOM, self.tips.clone());
-        let outcome = admit_batch(s, &[candidate], &mut self.known, &mut tips, false)
+        let outcome = admit_batch(s, &[candidate], &mut self.known, &mut tips, false, &|_| false)
             .map_err(|e| e.error)?
             .pop()
             .flatten()

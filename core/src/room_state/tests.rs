@@ -84,11 +84,19 @@ mod batch {
         known: KnownEvents,
         tips: HashMap<i64, RoomTips>,
         rv: RoomVersion,
+        /// Event IDs stored in another room.
+        elsewhere: Vec<String>,
     }
 
     impl Batch {
         fn new() -> Self {
-            Batch { store: MemoryStore::default(), known: KnownEvents::new(), tips: HashMap::new(), rv: RoomVersion::from_id("10").unwrap() }
+            Batch {
+                store: MemoryStore::default(),
+                known: KnownEvents::new(),
+                tips: HashMap::new(),
+                rv: RoomVersion::from_id("10").unwrap(),
+                elsewhere: Vec::new(),
+            }
         }
 
         /// Admits `pdus` as one batch, numbering new events as the shell does.
@@ -107,7 +115,7 @@ mod batch {
                     Candidate { position: i, room_nid: ROOM, rv: &self.rv, pdu: p, type_nid, state_key_nid, new_nid }
                 })
                 .collect();
-            admit_batch(&mut self.store, &candidates, &mut self.known, &mut self.tips, as_outliers)
+            admit_batch(&mut self.store, &candidates, &mut self.known, &mut self.tips, as_outliers, &|id| self.elsewhere.iter().any(|e| e == id))
         }
 
         fn nid(&self, id: &str) -> i64 {
@@ -193,5 +201,28 @@ mod batch {
         assert!(out[2].as_ref().unwrap().rejection.is_some(), "{out:?}");
         assert_eq!(b.extremities(), vec![b.nid("$join")]);
         assert!(b.known[&("$stranger".to_owned(), ROOM)].excluded);
+    }
+
+    #[test]
+    fn an_auth_event_of_another_room_rejects_the_event_instead_of_failing_the_batch() {
+        let room = forked_room();
+        let mut b = Batch::new();
+        b.admit(&room[..3], false).unwrap();
+        b.elsewhere.push("$other_room_create".into());
+        let mut crossed = room[3].clone();
+        crossed.event_id = "$crossed".into();
+        crossed.auth_events.push("$other_room_create".into());
+        let out = b.admit(&[crossed.clone()], false).unwrap();
+        let o = out[0].clone().unwrap();
+        assert!(o.rejection.as_deref().is_some_and(|r| r.contains("$other_room_create") && r.contains("another room")), "{o:?}");
+        // Rejected: the state does not change and the event is no extremity.
+        assert_eq!(o.state_before, o.state_after);
+        assert_eq!(b.extremities(), vec![b.nid("$m1")]);
+        // As an outlier likewise; an auth event known nowhere still fails the batch.
+        crossed.event_id = "$crossed_outlier".into();
+        assert!(b.admit(&[crossed.clone()], true).unwrap()[0].as_ref().unwrap().rejection.is_some());
+        crossed.event_id = "$crossed_unknown".into();
+        crossed.auth_events.push("$nowhere".into());
+        assert_eq!(b.admit(&[crossed], false).unwrap_err().error.kind, ErrorKind::MissingReferences);
     }
 }

@@ -12,9 +12,11 @@ use crate::store::plans::{query, Statement, INT8_ARRAY, TEXT_ARRAY};
 // needs to know about them.
 const FIND_EVENTS: Statement = Statement {
     name: "ingest.find_events",
-    sql: "SELECT s.event_id, s.room_nid, s.event_nid, s.outlier, s.state_after, s.rejection IS NOT NULL OR s.soft_failure IS NOT NULL
+    // Events of other rooms too, with their room's ID: an event ID names one event.
+    sql: "SELECT s.event_id, s.room_nid, s.event_nid, s.outlier, s.state_after, s.rejection IS NOT NULL OR s.soft_failure IS NOT NULL,
+                 CASE WHEN s.room_nid + 0 <> ALL ($2) THEN (SELECT r.room_id FROM roomserver.rooms r WHERE r.room_nid = s.room_nid) END
           FROM roomserver.stored_events s
-          WHERE s.event_id = ANY ($1) AND s.room_nid + 0 = ANY ($2)",
+          WHERE s.event_id = ANY ($1)",
     args: &[TEXT_ARRAY, INT8_ARRAY],
     mutating: false,
 };
@@ -34,19 +36,29 @@ const ROOM_CONTEXTS: Statement = Statement {
     mutating: false,
 };
 
-/// Stored events of `room_nids` by ID.
-pub fn known_events(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids: Vec<i64>) -> KnownEvents {
-    query(client, &FIND_EVENTS, &[ids.into(), room_nids.into()], |r| {
-        let known = KnownEvent {
+/// Stored events by ID: those of `room_nids`, and (event ID -> room ID) those of other rooms.
+pub fn known_events(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids: Vec<i64>) -> (KnownEvents, HashMap<String, String>) {
+    let (mut known, mut elsewhere) = (KnownEvents::new(), HashMap::new());
+    let rows = query(client, &FIND_EVENTS, &[ids.into(), room_nids.into()], |r| {
+        let event = KnownEvent {
             nid: r.value(3, "event_nid"),
             outlier: r.value(4, "outlier"),
             excluded: r.value(6, "excluded"),
             state_after: r.nullable(5, "state_after"),
         };
-        ((r.value::<String>(1, "event_id"), r.value::<i64>(2, "room_nid")), known)
-    })
-    .into_iter()
-    .collect()
+        (r.value::<String>(1, "event_id"), r.value::<i64>(2, "room_nid"), event, r.nullable::<String>(7, "other_room_id"))
+    });
+    for (id, room_nid, event, other_room) in rows {
+        match other_room {
+            Some(room_id) => {
+                elsewhere.insert(id, room_id);
+            }
+            None => {
+                known.insert((id, room_nid), event);
+            }
+        }
+    }
+    (known, elsewhere)
 }
 
 /// Each room's tips as stored (the batch changes a copy; only the difference is written back).

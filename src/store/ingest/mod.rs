@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use pgrx::prelude::*;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{pg_sys, PgLogLevel, PgSqlErrorCode};
-use roomserver_core::nid_set;
+use roomserver_core::{nid_set, Error};
 use roomserver_core::room_state::{admit_batch, Candidate, Outcome};
 use serde_json::{json, Value};
 
@@ -121,7 +121,23 @@ fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, c
         }
         wanted.sort();
         wanted.dedup();
-        let mut known = context::known_events(client, wanted, room_nids.clone());
+        let (mut known, elsewhere) = context::known_events(client, wanted, room_nids.clone());
+        // An event ID names one event (room versions 1-2 carry their IDs in the PDU, so another
+        // room's event can claim one): a new event under an ID stored in another room is refused.
+        for p in &fresh {
+            let pdu = &p.form.pdu;
+            if let Some(other) = elsewhere.get(&pdu.event_id) {
+                if !known.contains_key(&(pdu.event_id.clone(), nids.rooms[&pdu.room_id])) {
+                    raise(
+                        Error::invalid(
+                            Some("event_id"),
+                            format!("event ID {} already names an event of room {other}: an event ID names one event", pdu.event_id),
+                        ),
+                        &call.at(p.position),
+                    )
+                }
+            }
+        }
         let stored_tips = context::room_tips(client, room_nids);
         let mut tips = stored_tips.clone();
 
@@ -148,7 +164,7 @@ fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, c
             .collect();
 
         let mut store = SpiStateStore::new(client);
-        let outcomes: Vec<Option<Outcome>> = admit_batch(&mut store, &candidates, &mut known, &mut tips, as_outlier)
+        let outcomes: Vec<Option<Outcome>> = admit_batch(&mut store, &candidates, &mut known, &mut tips, as_outlier, &|id| elsewhere.contains_key(id))
             .unwrap_or_else(|e| raise(e.error, &e.position.map_or_else(|| context.to_owned(), |i| call.at(i))));
         let client = store.client();
 

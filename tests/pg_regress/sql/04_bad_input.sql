@@ -54,3 +54,29 @@ SELECT count(*) AS rooms FROM roomserver.rooms;
 
 -- Unknown events are an error (404 for a front end).
 SELECT roomserver.pdu('$does-not-exist');
+
+-- An event ID names one event. Room versions 1-2 carry their event IDs in the PDU, so a second
+-- room can claim an ID already stored: refused (22000), and the first room's event still
+-- answers for it.
+SELECT r->>'event_id' AS stored, r->>'duplicate' AS duplicate
+FROM roomserver.ingest_events(jsonb_build_array(regress.sealed('{"type": "m.room.create", "state_key": "", "room_id": "!first:v1.example",
+    "event_id": "$create:v1.example", "sender": "@a:v1.example", "content": {"creator": "@a:v1.example"},
+    "depth": 1, "origin_server_ts": 1, "origin": "v1.example", "prev_events": [], "auth_events": []}'))) AS r;
+SELECT regress.try(format('SELECT roomserver.ingest_event(%L::jsonb)', regress.sealed('{"type": "m.room.create", "state_key": "",
+    "room_id": "!second:v1.example", "event_id": "$create:v1.example", "sender": "@b:v1.example",
+    "content": {"creator": "@b:v1.example"}, "depth": 1, "origin_server_ts": 2, "origin": "v1.example",
+    "prev_events": [], "auth_events": []}'))) AS second_room;
+SELECT count(*) AS rooms_named_second FROM roomserver.rooms WHERE room_id = '!second:v1.example';
+SELECT roomserver.pdu('$create:v1.example')->>'room_id' AS answers_for;
+
+-- An auth event stored in another room: the event is stored, rejected (Synapse's behaviour),
+-- not refused as if its auth events were unknown.
+SELECT * FROM regress.demo_room() \gset
+SELECT r->>'duplicate' AS duplicate, r->>'outlier' AS outlier, r->>'rejection' AS rejection
+FROM roomserver.ingest_events(jsonb_build_array(regress.sealed(jsonb_build_object('type', 'm.room.message',
+    'room_id', '!demo:example.org', 'sender', '@alice:example.org', 'content', '{"body": "crossed"}'::jsonb,
+    'depth', 6, 'origin_server_ts', 1700000009000, 'prev_events', jsonb_build_array(:'merge_id'),
+    'auth_events', jsonb_build_array(:'create_id', :'alice_join_id', '$create:v1.example'))))) AS r;
+-- Rejected, it is no forward extremity.
+SELECT count(*) AS rejected_extremities
+FROM roomserver.forward_extremities('!demo:example.org') x JOIN roomserver.events e ON e.event_id = x AND e.rejected;
