@@ -2,6 +2,7 @@
 -- one loaded room, side by side in the same run with the same walk written as a naive
 -- WITH RECURSIVE over prev_events (the whole ancestry, or descendancy, then sort and cut), both
 -- building the PDUs with the same roomserver_internal.federation_pdus.
+-- Then timestamp_to_event at the same points against a ranking of the room's events by distance.
 -- Run by scripts/bench-federation.sh. psql variables: :size, :samples, :naive_samples.
 \set ON_ERROR_STOP 1
 SET client_min_messages = warning;
@@ -101,6 +102,26 @@ SELECT pg_temp.run('get_missing_events', 'SELECT roomserver.get_missing_events($
 SELECT pg_temp.run('forwards_fill', 'SELECT roomserver.forwards_fill($1, $2, 100)', 'SELECT pg_temp.naive_forwards_fill($1, $2, 100)', :samples, :naive_samples);
 -- The same walks for a requesting server (history visibility read for every returned event).
 SELECT pg_temp.run('backfill, requesting_server set', 'SELECT roomserver.backfill($1, $2, 100, ''s1.example'')', 'SELECT pg_temp.naive_backfill($1, $2, 100)', :samples, 0);
+
+-- timestamp_to_event (one probe of stored_events_room_ts) against the naive query: the room's
+-- events on that side of the time ranked by their distance from it, which no index orders.
+-- The time is each point's origin_server_ts, moved off it by 1 ms.
+SELECT pg_temp.run('timestamp_to_event, dir f',
+    'SELECT roomserver.timestamp_to_event($1, (SELECT p.origin_server_ts FROM roomserver.stored_events p WHERE p.event_id = $2[1]) - 1, ''f'')',
+    'SELECT jsonb_build_object(''event_id'', e.event_id, ''origin_server_ts'', e.origin_server_ts)
+     FROM (SELECT p.room_nid, p.origin_server_ts - 1 AS ts FROM roomserver.stored_events p WHERE p.event_id = $2[1]) x
+     JOIN roomserver.rooms r ON r.room_id = $1
+     JOIN roomserver.stored_events e ON e.room_nid = r.room_nid
+     WHERE e.origin_server_ts >= x.ts AND NOT e.outlier AND e.rejection IS NULL
+     ORDER BY abs(e.origin_server_ts - x.ts), e.depth, e.event_nid LIMIT 1', :samples, :samples);
+SELECT pg_temp.run('timestamp_to_event, dir b',
+    'SELECT roomserver.timestamp_to_event($1, (SELECT p.origin_server_ts FROM roomserver.stored_events p WHERE p.event_id = $2[1]) + 1, ''b'')',
+    'SELECT jsonb_build_object(''event_id'', e.event_id, ''origin_server_ts'', e.origin_server_ts)
+     FROM (SELECT p.room_nid, p.origin_server_ts + 1 AS ts FROM roomserver.stored_events p WHERE p.event_id = $2[1]) x
+     JOIN roomserver.rooms r ON r.room_id = $1
+     JOIN roomserver.stored_events e ON e.room_nid = r.room_nid
+     WHERE e.origin_server_ts <= x.ts AND NOT e.outlier AND e.rejection IS NULL
+     ORDER BY abs(e.origin_server_ts - x.ts), e.depth DESC, e.event_nid DESC LIMIT 1', :samples, :samples);
 
 \pset footer off
 SELECT :size AS events, o.walk, o.median_ms AS ours_median_ms, o.p90_ms AS ours_p90_ms,

@@ -31,6 +31,125 @@ STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'missing_events_wrapper';
 
+-- ---------------------------------------------------------------------------------------------
+-- Local events and timestamp_to_event (issue 15, items 5 and 6).
+-- The index of roomserver.timestamp_to_event, as sql/schema/02_events.sql creates it.
+CREATE INDEX stored_events_room_ts ON roomserver.stored_events (room_nid, origin_server_ts, depth, event_nid)
+    WHERE NOT outlier AND rejection IS NULL;
+-- roomserver.prepare_event (src/api/local_events.rs), as the install script creates it.
+CREATE  FUNCTION roomserver."prepare_event"(
+	"room_id" TEXT, /* Option < & str > */
+	"type" TEXT, /* Option < & str > */
+	"state_key" TEXT, /* Option < & str > */
+	"sender" TEXT, /* Option < & str > */
+	"content" jsonb, /* Option < JsonInput > */
+	"origin_server_ts" bigint DEFAULT NULL /* Option < i64 > */
+) RETURNS jsonb /* JsonB */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'prepare_event_wrapper';
+
+-- ---------------------------------------------------------------------------------------------
+-- Joining part-way through a room's history and backfilling it (issue 15, items 3 and 4):
+-- ingest_event gains state_event_ids and ingest_events backfilled. New signatures, so the old
+-- functions are dropped and the new ones created as the install script creates them. Their
+-- grantees (the writers) are granted the new ones, so that the writer loop of 99_finalize finds
+-- them again and grant_writer gives them whatever else 0.3.0 adds.
+SELECT pg_catalog.set_config('pg_roomserver_upgrade.writers',
+       COALESCE((SELECT pg_catalog.array_agg(DISTINCT a.grantee::regrole)::text
+                 FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
+                 WHERE p.oid = 'roomserver.ingest_event(jsonb, text, boolean)'::pg_catalog.regprocedure
+                   AND a.grantee <> p.proowner AND a.grantee <> 0), '{}'), true);
+DROP FUNCTION roomserver.ingest_event(jsonb, text, boolean);
+DROP FUNCTION roomserver.ingest_events(jsonb, text, boolean);
+CREATE  FUNCTION roomserver."ingest_event"(
+	"pdu" jsonb, /* Option < JsonInput > */
+	"room_version" TEXT DEFAULT NULL, /* Option < & str > */
+	"outlier" bool DEFAULT false, /* bool */
+	"state_event_ids" TEXT[] DEFAULT NULL /* :: std :: option :: Option < Vec < Option < String > > > */
+) RETURNS jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ingest_event_wrapper';
+CREATE  FUNCTION roomserver."ingest_events"(
+	"pdus" jsonb, /* Option < JsonInput > */
+	"room_version" TEXT DEFAULT NULL, /* Option < & str > */
+	"outlier" bool DEFAULT false, /* bool */
+	"backfilled" bool DEFAULT false /* bool */
+) RETURNS SETOF jsonb /* JsonB */
+VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'ingest_events_wrapper';
+-- Nothing to PUBLIC (99_finalize revokes it too; the grants below must not be the only ones).
+REVOKE ALL ON FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION roomserver.ingest_events(jsonb, text, boolean, boolean) FROM PUBLIC;
+DO $$
+DECLARE
+    w regrole;
+BEGIN
+    FOR w IN SELECT pg_catalog.unnest(pg_catalog.current_setting('pg_roomserver_upgrade.writers')::regrole[])
+    LOOP
+        EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) TO %s', w);
+    END LOOP;
+END
+$$;
+
+-- ---------------------------------------------------------------------------------------------
+-- Redactions applied and what is served to other servers (issue 15, items 1 and 2).
+-- As sql/schema/02_events.sql and 04_redactions.sql create them: the purge mark (the last column
+-- of stored_events) and the table of redaction targets.
+ALTER TABLE roomserver.stored_events ADD COLUMN content_purged_at timestamptz;
+CREATE TABLE roomserver.event_redactions (
+    room_nid        bigint      NOT NULL,
+    redaction_nid   bigint      NOT NULL,
+    target_event_id text        NOT NULL,
+    stored_at       timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (room_nid, redaction_nid)
+);
+CREATE INDEX event_redactions_target ON roomserver.event_redactions (room_nid, target_event_id);
+COMMENT ON TABLE roomserver.event_redactions IS 'The target of every stored m.room.redaction event; whether it applies is decided at read time. Use roomserver.redactions (view) to read.';
+SELECT pg_catalog.pg_extension_config_dump('roomserver.event_redactions', '');
+-- visibility_inputs returns the sender and whether the event is a state event too (the outlier
+-- rule): a new result type, so it is dropped and the API replay creates it.
+DROP FUNCTION roomserver_internal.visibility_inputs(bigint, bigint[], text);
+-- The Rust functions of src/api/redactions.rs, as the install script creates them.
+CREATE  FUNCTION roomserver_internal."redaction_target"(
+	"pdu" jsonb, /* JsonInput */
+	"room_version" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'redaction_target_wrapper';
+CREATE  FUNCTION roomserver_internal."redaction_refusal"(
+	"room_version" TEXT, /* Option < & str > */
+	"rejected" bool, /* Option < bool > */
+	"redaction_sender" TEXT, /* Option < & str > */
+	"target_type" TEXT, /* Option < & str > */
+	"target_sender" TEXT, /* Option < & str > */
+	"room_nid" bigint, /* Option < i64 > */
+	"redaction_nid" bigint /* Option < i64 > */
+) RETURNS TEXT /* Option < & '_ str > */
+STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'redaction_refusal_wrapper';
+CREATE  FUNCTION roomserver_internal."redacted_pdu_rest"(
+	"pdu" jsonb, /* JsonInput */
+	"room_version" TEXT /* & str */
+) RETURNS jsonb /* JsonB */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'redacted_pdu_rest_wrapper';
+-- The redactions a 0.2.0 database already stores, as ingest would have recorded them (any
+-- outcome; the target read from the stored remainder by core's rule), stored_at the upgrade.
+INSERT INTO roomserver.event_redactions (room_nid, redaction_nid, target_event_id, stored_at)
+SELECT x.room_nid, x.event_nid, x.target, pg_catalog.now()
+FROM (SELECT e.room_nid, e.event_nid, roomserver_internal.redaction_target(e.pdu_rest, r.room_version) AS target
+      FROM roomserver.stored_events e
+      JOIN roomserver.rooms r ON r.room_nid = e.room_nid
+      JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
+      WHERE t.event_type = 'm.room.redaction') x
+WHERE x.target IS NOT NULL;
+
 -- sql/api/01_nid_functions.sql
 -- NID assignment and lookup.
 --
@@ -211,58 +330,83 @@ COMMENT ON FUNCTION roomserver.event_id(bigint, bigint) IS
 -- sql/api/02_event_reads.sql
 -- Reading events back as PDUs, and the DBA views over events and references.
 
--- The stored PDUs of events of a room, rebuilt, each with its position in event_nids (ord) and
--- the room version; events not stored are left out. A PDU equals the ingested one under canonical
--- JSON (or its redacted form when its content hash did not match). The one SQL owner of the rule
--- (core/src/stored_form.rs is its Rust twin): event_pdu and federation_pdus read through it.
+-- The stored PDUs of events of a room, rebuilt, each with its position in event_nids (ord), the
+-- room version, the NID of the redaction that applies to it (redacted_by; NULL: none) and
+-- whether it is rejected; events not stored are left out. A PDU equals the ingested one under
+-- canonical JSON, or its redacted form (the room version's algorithm) when a redaction applies
+-- or its content hash did not match. The one SQL owner of stored row -> PDU (core/src/stored_form.rs
+-- is its Rust twin): event_pdu, pdu and federation_pdus read through it, so every function that
+-- returns an event returns it redacted.
 -- Set-based, for a whole response in one call (event_pdu per event cost about 0.3 ms each, most
 -- of a 100-event backfill), and every event read by index probes whatever the batch size.
+-- Whether an event is redacted is one probe of event_redactions_target; the rule
+-- (roomserver_internal.redaction_refusal, core/src/redaction.rs) is called only for the
+-- redactions found, so an event nothing redacts costs the probe alone.
 -- PL/pgSQL so that the statement is planned once per session: a SQL function called from another
 -- plans its body on every call (about 1 ms, four times the rest of an event_pdu call). The plan is
 -- generic, as a SQL function's would be: a custom plan for a large batch could trade the probes
 -- for a scan of the room.
 CREATE OR REPLACE FUNCTION roomserver_internal.stored_pdus(room_nid bigint, event_nids bigint[])
-RETURNS TABLE (ord bigint, pdu jsonb, room_version text)
+RETURNS TABLE (ord bigint, pdu jsonb, room_version text, redacted_by bigint, rejected boolean)
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     RETURN QUERY
-    SELECT u.ord,
-           e.pdu_rest
-        || jsonb_build_object(
-               'type', t.event_type,
-               'sender', s.state_key,
-               'depth', e.depth,
-               'origin_server_ts', e.origin_server_ts,
-               'prev_events', refs.prev_events,
-               'auth_events', refs.auth_events)
-        || CASE WHEN e.room_id_implied THEN '{}'::jsonb ELSE jsonb_build_object('room_id', r.room_id) END
-        || CASE WHEN e.state_key_nid IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('state_key', k.state_key) END
-        -- Room versions 1 and 2 carry the event ID inside the PDU.
-        || CASE WHEN r.room_version IN ('1', '2') THEN jsonb_build_object('event_id', e.event_id) ELSE '{}'::jsonb END,
-           r.room_version
-    FROM unnest(event_nids) WITH ORDINALITY AS u(nid, ord)
-    JOIN roomserver.stored_events e ON e.room_nid = stored_pdus.room_nid AND e.event_nid = u.nid
-    JOIN roomserver.rooms r ON r.room_nid = e.room_nid
-    JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
-    JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
-    LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid
-    -- The prev_events and auth_events lists as they were in the PDU (event IDs, or [event_id,
-    -- hashes] pairs in room versions 1 and 2), both in one index probe per event. (As a grouped
-    -- CTE joined back, the planner, taking the unnested array for 10 rows, scanned the CTE once
-    -- per event: quadratic, over a second for 2,000 events and hours for a /state of 60,000.)
-    CROSS JOIN LATERAL (
-        SELECT COALESCE(jsonb_agg(x.ref ORDER BY x.position) FILTER (WHERE x.kind = 'p'), '[]'::jsonb) AS prev_events,
-               COALESCE(jsonb_agg(x.ref ORDER BY x.position) FILTER (WHERE x.kind = 'a'), '[]'::jsonb) AS auth_events
-        FROM (SELECT ed.kind, ed.position,
-                     CASE WHEN ed.ref_hashes IS NULL THEN to_jsonb(COALESCE(rt.event_id, ed.target_event_id))
-                          ELSE jsonb_build_array(COALESCE(rt.event_id, ed.target_event_id), ed.ref_hashes) END AS ref
-              FROM roomserver.event_edges ed
-              LEFT JOIN roomserver.stored_events rt ON rt.room_nid = ed.room_nid AND rt.event_nid = ed.target_nid
-              WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid) x
-    ) refs;
+    SELECT b.ord,
+           CASE WHEN b.redacted_by IS NULL THEN b.pdu ELSE roomserver.redact(b.pdu, b.room_version) END,
+           b.room_version, b.redacted_by, b.rejected
+    FROM (
+        SELECT u.ord,
+               e.pdu_rest
+            || jsonb_build_object(
+                   'type', t.event_type,
+                   'sender', s.state_key,
+                   'depth', e.depth,
+                   'origin_server_ts', e.origin_server_ts,
+                   'prev_events', refs.prev_events,
+                   'auth_events', refs.auth_events)
+            || CASE WHEN e.room_id_implied THEN '{}'::jsonb ELSE jsonb_build_object('room_id', r.room_id) END
+            || CASE WHEN e.state_key_nid IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('state_key', k.state_key) END
+            -- Room versions 1 and 2 carry the event ID inside the PDU.
+            || CASE WHEN r.room_version IN ('1', '2') THEN jsonb_build_object('event_id', e.event_id) ELSE '{}'::jsonb END AS pdu,
+               r.room_version,
+               ar.redaction_nid AS redacted_by,
+               e.rejection IS NOT NULL AS rejected
+        FROM unnest(event_nids) WITH ORDINALITY AS u(nid, ord)
+        JOIN roomserver.stored_events e ON e.room_nid = stored_pdus.room_nid AND e.event_nid = u.nid
+        JOIN roomserver.rooms r ON r.room_nid = e.room_nid
+        JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
+        JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
+        LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid
+        -- The prev_events and auth_events lists as they were in the PDU (event IDs, or [event_id,
+        -- hashes] pairs in room versions 1 and 2), both in one index probe per event. (As a grouped
+        -- CTE joined back, the planner, taking the unnested array for 10 rows, scanned the CTE once
+        -- per event: quadratic, over a second for 2,000 events and hours for a /state of 60,000.)
+        CROSS JOIN LATERAL (
+            SELECT COALESCE(jsonb_agg(x.ref ORDER BY x.position) FILTER (WHERE x.kind = 'p'), '[]'::jsonb) AS prev_events,
+                   COALESCE(jsonb_agg(x.ref ORDER BY x.position) FILTER (WHERE x.kind = 'a'), '[]'::jsonb) AS auth_events
+            FROM (SELECT ed.kind, ed.position,
+                         CASE WHEN ed.ref_hashes IS NULL THEN to_jsonb(COALESCE(rt.event_id, ed.target_event_id))
+                              ELSE jsonb_build_array(COALESCE(rt.event_id, ed.target_event_id), ed.ref_hashes) END AS ref
+                  FROM roomserver.event_edges ed
+                  LEFT JOIN roomserver.stored_events rt ON rt.room_nid = ed.room_nid AND rt.event_nid = ed.target_nid
+                  WHERE ed.room_nid = e.room_nid AND ed.event_nid = e.event_nid) x
+        ) refs
+        -- The first stored redaction of the event that applies to it (same room by the key).
+        LEFT JOIN LATERAL (
+            SELECT rd.redaction_nid
+            FROM roomserver.event_redactions rd
+            JOIN roomserver.stored_events x ON x.room_nid = rd.room_nid AND x.event_nid = rd.redaction_nid
+            JOIN roomserver.event_state_keys xs ON xs.room_nid = x.room_nid AND xs.state_key_nid = x.sender_nid
+            WHERE rd.room_nid = e.room_nid AND rd.target_event_id = e.event_id
+              AND roomserver_internal.redaction_refusal(r.room_version, x.rejection IS NOT NULL, xs.state_key,
+                                                        t.event_type, s.state_key, rd.room_nid, rd.redaction_nid) IS NULL
+            ORDER BY rd.redaction_nid
+            LIMIT 1
+        ) ar ON true
+    ) b;
 END
 $$;
 
@@ -273,27 +417,35 @@ AS $$
     SELECT p.pdu FROM roomserver_internal.stored_pdus($1, ARRAY[$2]) p
 $$;
 COMMENT ON FUNCTION roomserver.event_pdu(bigint, bigint) IS
-    'The stored PDU of an event by room and event NID, rebuilt from its columns, edges and pdu_rest: equal to the ingested PDU under canonical JSON (redacted if its content hash did not match). NULL when unknown.';
+    'The stored PDU of an event by room and event NID, rebuilt from its columns, edges and pdu_rest: equal to the ingested PDU under canonical JSON (redacted if a redaction applies or its content hash did not match). NULL when unknown.';
 
--- The PDU of an event by its ID; ERROR P0002 (404 M_NOT_FOUND) when unknown.
+-- The PDU of an event by its ID, for the homeserver itself; ERROR P0002 (404 M_NOT_FOUND) when
+-- unknown. Rejected events too (the homeserver may need to look at them). When a redaction
+-- applies, the PDU is redacted and unsigned.redacted_because holds the redaction's PDU, as
+-- Synapse gives clients; the federation bodies do not carry it (Synapse's get_pdu_json drops it).
 CREATE OR REPLACE FUNCTION roomserver.pdu(event_id text) RETURNS jsonb
 LANGUAGE plpgsql STABLE STRICT PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    result jsonb;
+    found record;
 BEGIN
-    SELECT roomserver.event_pdu(e.room_nid, e.event_nid) INTO result
-    FROM roomserver.stored_events e WHERE e.event_id = pdu.event_id
-    ORDER BY e.room_nid LIMIT 1;
-    IF result IS NULL THEN
+    SELECT e.room_nid, p.pdu, p.redacted_by INTO found
+    FROM roomserver.stored_events e CROSS JOIN LATERAL roomserver_internal.stored_pdus(e.room_nid, ARRAY[e.event_nid]) p
+    WHERE e.event_id = pdu.event_id ORDER BY e.room_nid LIMIT 1;
+    IF found.pdu IS NULL THEN
         RAISE EXCEPTION 'event % not found', pdu.event_id USING ERRCODE = 'no_data_found';
     END IF;
-    RETURN result;
+    IF found.redacted_by IS NULL THEN
+        RETURN found.pdu;
+    END IF;
+    -- The redacted form has no unsigned (the algorithm drops it).
+    RETURN found.pdu || jsonb_build_object('unsigned', jsonb_build_object(
+        'redacted_because', roomserver.event_pdu(found.room_nid, found.redacted_by)));
 END
 $$;
 COMMENT ON FUNCTION roomserver.pdu(text) IS
-    'The stored PDU of an event by its event ID, rebuilt: equal to the ingested PDU under canonical JSON (redacted if its content hash did not match). ERROR P0002 when the event is unknown.';
+    'The stored PDU of an event by its event ID, rebuilt: equal to the ingested PDU under canonical JSON; redacted if a redaction applies (then unsigned.redacted_because is the redaction''s PDU) or its content hash did not match. ERROR P0002 when the event is unknown.';
 
 CREATE OR REPLACE VIEW roomserver.events AS
 SELECT r.room_id,
@@ -310,13 +462,104 @@ SELECT r.room_id,
        e.soft_failure,
        e.outlier,
        e.room_nid,
-       e.event_nid
+       e.event_nid,
+       e.content_purged_at
 FROM roomserver.stored_events e
 JOIN roomserver.rooms r ON r.room_nid = e.room_nid
 JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
 JOIN roomserver.event_state_keys s ON s.room_nid = e.room_nid AND s.state_key_nid = e.sender_nid
 LEFT JOIN roomserver.event_state_keys k ON k.room_nid = e.room_nid AND k.state_key_nid = e.state_key_nid;
-COMMENT ON VIEW roomserver.events IS 'Every stored event with readable strings instead of NIDs.';
+COMMENT ON VIEW roomserver.events IS 'Every stored event with readable strings instead of NIDs; content_purged_at: when purge_redacted_content erased its content (why its content hash no longer matches).';
+
+-- Every stored redaction with its target and whether it applies, by the rule stored_pdus applies
+-- (roomserver_internal.redaction_refusal): for DBAs, and to explain why an event is or is not
+-- served redacted.
+CREATE OR REPLACE VIEW roomserver.redactions AS
+SELECT r.room_id,
+       x.event_id AS redaction,
+       rd.target_event_id AS target,
+       v.refusal IS NULL AS applied,
+       v.refusal AS not_applied_because,
+       xs.state_key AS redaction_sender,
+       ts.state_key AS target_sender,
+       x.outlier AS redaction_outlier,
+       rd.stored_at,
+       t.content_purged_at,
+       rd.room_nid,
+       rd.redaction_nid,
+       t.event_nid AS target_nid
+FROM roomserver.event_redactions rd
+JOIN roomserver.rooms r ON r.room_nid = rd.room_nid
+JOIN roomserver.stored_events x ON x.room_nid = rd.room_nid AND x.event_nid = rd.redaction_nid
+JOIN roomserver.event_state_keys xs ON xs.room_nid = x.room_nid AND xs.state_key_nid = x.sender_nid
+LEFT JOIN roomserver.stored_events t ON t.room_nid = rd.room_nid AND t.event_id = rd.target_event_id
+LEFT JOIN roomserver.event_types tt ON tt.event_type_nid = t.event_type_nid
+LEFT JOIN roomserver.event_state_keys ts ON ts.room_nid = t.room_nid AND ts.state_key_nid = t.sender_nid
+CROSS JOIN LATERAL (
+    SELECT roomserver_internal.redaction_refusal(r.room_version, x.rejection IS NOT NULL, xs.state_key,
+                                                 tt.event_type, ts.state_key, rd.room_nid, rd.redaction_nid) AS refusal
+) v;
+COMMENT ON VIEW roomserver.redactions IS 'Every stored m.room.redaction event with the event it names: applied (the target is served redacted) or why not (rejected, target not stored, target is the create event, different server and below the redact level), when it was stored, and when purge_redacted_content erased the target''s content.';
+
+-- Synapse's redaction_retention_period: the original content of events redacted longer ago than
+-- older_than is erased from storage, so that a redacted message is gone from disk too. Each
+-- target's pdu_rest becomes that of its redacted form (roomserver_internal.redacted_pdu_rest) and
+-- content_purged_at is set, which explains why its content hash no longer matches. What is served
+-- does not change: the target was served redacted already, and redaction is idempotent.
+-- Only targets of redactions that apply and are stored with state (an outlier redaction is
+-- judged again when it gets its state), and only non-state events: the auth rules and state
+-- resolution read the stored content of state events, and would decide differently than on an
+-- unpurged copy of the room. Returns the number of events purged.
+CREATE OR REPLACE FUNCTION roomserver.purge_redacted_content(older_than interval) RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    purged bigint;
+BEGIN
+    IF older_than IS NULL THEN
+        RAISE EXCEPTION 'older_than must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF pg_catalog.pg_is_in_recovery() OR pg_catalog.current_setting('transaction_read_only')::boolean THEN
+        RAISE EXCEPTION 'purge_redacted_content: cannot purge %',
+            CASE WHEN pg_catalog.pg_is_in_recovery() THEN 'on a hot standby' ELSE 'in a read-only transaction' END
+            USING ERRCODE = 'read_only_sql_transaction', HINT = 'purge on the primary';
+    END IF;
+    WITH due AS (
+        SELECT DISTINCT t.room_nid, t.event_nid
+        FROM roomserver.event_redactions rd
+        JOIN roomserver.rooms r ON r.room_nid = rd.room_nid
+        JOIN roomserver.stored_events x ON x.room_nid = rd.room_nid AND x.event_nid = rd.redaction_nid
+        JOIN roomserver.event_state_keys xs ON xs.room_nid = x.room_nid AND xs.state_key_nid = x.sender_nid
+        JOIN roomserver.stored_events t ON t.room_nid = rd.room_nid AND t.event_id = rd.target_event_id
+        JOIN roomserver.event_types tt ON tt.event_type_nid = t.event_type_nid
+        JOIN roomserver.event_state_keys ts ON ts.room_nid = t.room_nid AND ts.state_key_nid = t.sender_nid
+        WHERE rd.stored_at < pg_catalog.now() - older_than
+          AND NOT x.outlier
+          AND t.state_key_nid IS NULL
+          AND t.content_purged_at IS NULL
+          AND roomserver_internal.redaction_refusal(r.room_version, x.rejection IS NOT NULL, xs.state_key,
+                                                    tt.event_type, ts.state_key, rd.room_nid, rd.redaction_nid) IS NULL
+    ), by_room AS (
+        SELECT d.room_nid, pg_catalog.array_agg(d.event_nid) AS nids FROM due d GROUP BY d.room_nid
+    ), served AS (
+        -- The served (redacted) PDU, which is what is kept.
+        SELECT b.room_nid, b.nids[p.ord::integer] AS event_nid, p.pdu, p.room_version
+        FROM by_room b
+        CROSS JOIN LATERAL roomserver_internal.stored_pdus(b.room_nid, b.nids) p
+        WHERE p.redacted_by IS NOT NULL
+    )
+    UPDATE roomserver.stored_events e
+    SET pdu_rest = roomserver_internal.redacted_pdu_rest(s.pdu, s.room_version),
+        content_purged_at = pg_catalog.now()
+    FROM served s
+    WHERE e.room_nid = s.room_nid AND e.event_nid = s.event_nid;
+    GET DIAGNOSTICS purged = ROW_COUNT;
+    RETURN purged;
+END
+$$;
+COMMENT ON FUNCTION roomserver.purge_redacted_content(interval) IS
+    'Erases from storage the original content of every non-state event that a redaction stored more than older_than ago applies to (Synapse''s redaction_retention_period): its stored remainder becomes the redacted form and events.content_purged_at is set. Served output does not change. Returns the number of events purged. Writers only; ERROR 25006 on a standby or in a read-only transaction, 22004 for NULL.';
 
 CREATE OR REPLACE VIEW roomserver.event_references AS
 SELECT r.room_id,
@@ -394,6 +637,17 @@ AS $$
     SELECT 'extremity of an unknown event', x.room_nid, x.event_nid, NULL::text
     FROM roomserver.extremities x
     WHERE NOT EXISTS (SELECT 1 FROM roomserver.stored_events e WHERE e.room_nid = x.room_nid AND e.event_nid = x.event_nid)
+    UNION ALL
+    -- event_redactions: every row names a stored m.room.redaction event (its target may be unknown).
+    SELECT 'redaction of an unknown event', rd.room_nid, rd.redaction_nid, rd.target_event_id
+    FROM roomserver.event_redactions rd
+    WHERE NOT EXISTS (SELECT 1 FROM roomserver.stored_events e WHERE e.room_nid = rd.room_nid AND e.event_nid = rd.redaction_nid)
+    UNION ALL
+    SELECT 'redaction row of an event that is not m.room.redaction', rd.room_nid, rd.redaction_nid, t.event_type
+    FROM roomserver.event_redactions rd
+    JOIN roomserver.stored_events e ON e.room_nid = rd.room_nid AND e.event_nid = rd.redaction_nid
+    JOIN roomserver.event_types t ON t.event_type_nid = e.event_type_nid
+    WHERE t.event_type <> 'm.room.redaction'
 $$;
 COMMENT ON FUNCTION roomserver.check_integrity() IS 'Lists broken references in the event and state tables (which declare no foreign keys, for ingest speed); empty when healthy.';
 
@@ -722,16 +976,18 @@ BEGIN
 END
 $$;
 
--- What history visibility needs of each event (in the order given): whether it is an outlier,
--- the content of m.room.history_visibility in the state after it and, only where that says
--- invited or joined, the memberships there of the users of server_name (by
--- roomserver_internal.server_name_of, the core's rule). Each distinct state is looked up once.
+-- What history visibility needs of each event (in the order given): whether it is an outlier
+-- (then only its sender and whether it is a state event, core/src/visibility.rs
+-- outlier_visible_to_server), the content of m.room.history_visibility in the state after it
+-- and, only where that says invited or joined, the memberships there of the users of
+-- server_name (by roomserver_internal.server_name_of, the core's rule). Each distinct state is
+-- looked up once.
 CREATE OR REPLACE FUNCTION roomserver_internal.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
-RETURNS TABLE (ord bigint, outlier boolean, history_visibility jsonb, memberships text[])
+RETURNS TABLE (ord bigint, outlier boolean, history_visibility jsonb, memberships text[], sender text, is_state boolean)
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     WITH ev AS (
-        SELECT u.ord, x.outlier, x.state_after
+        SELECT u.ord, x.outlier, x.state_after, x.sender_nid, x.state_key_nid IS NOT NULL AS is_state
         FROM unnest(event_nids) WITH ORDINALITY AS u(nid, ord)
         JOIN roomserver.stored_events x ON x.room_nid = visibility_inputs.room_nid AND x.event_nid = u.nid
     ), key_nids AS MATERIALIZED (
@@ -776,24 +1032,35 @@ AS $$
                END AS memberships
         FROM snaps sn
     )
-    SELECT ev.ord, ev.outlier, mb.hv, mb.memberships
+    SELECT ev.ord, ev.outlier, mb.hv, mb.memberships,
+           -- Read for outliers only (the rule for the others does not need it).
+           CASE WHEN ev.outlier THEN (SELECT k.state_key FROM roomserver.event_state_keys k
+                                      WHERE k.room_nid = visibility_inputs.room_nid AND k.state_key_nid = ev.sender_nid) END,
+           ev.is_state
     FROM ev LEFT JOIN members mb ON mb.snap = ev.state_after
 $$;
 
--- The PDUs of events in the order given, in the room version's federation format; those the
--- requesting server may not see (visible[i] false) redacted, so that the DAG stays connected.
--- Built for the whole batch by roomserver_internal.stored_pdus. visible is read by subscript, not
--- joined by position: a join could be planned as a nested loop over the array (the planner
--- takes an unnested array for 10 rows), quadratic in the batch.
+-- The bodies of the walks (backfill, get_missing_events, forwards fill) and /event: the PDUs of
+-- events in the order given, in the room version's federation format, redacted where a
+-- redaction applies (stored_pdus); those the requesting server may not see (visible[i] false)
+-- redacted too, so that the DAG stays connected. Rejected events are left out: the walks go
+-- through them (they are part of the DAG) but never return one, as Synapse does (it fetches
+-- the walked events without allow_rejected). Built for the whole batch by
+-- roomserver_internal.stored_pdus. visible is read by subscript, not joined by position: a join
+-- could be planned as a nested loop over the array (the planner takes an unnested array for 10
+-- rows), quadratic in the batch.
 CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT COALESCE(jsonb_agg(CASE WHEN visible[p.ord::integer] THEN p.pdu ELSE roomserver.redact(p.pdu, p.room_version) END
+    SELECT COALESCE(jsonb_agg(CASE WHEN visible[p.ord::integer] OR p.redacted_by IS NOT NULL THEN p.pdu
+                                   ELSE roomserver.redact(p.pdu, p.room_version) END
                               ORDER BY p.ord), '[]'::jsonb)
     FROM roomserver_internal.stored_pdus(room_nid, event_nids) p
+    WHERE NOT p.rejected
 $$;
 
--- The same, every event visible (the state and auth chain bodies, which are not filtered).
+-- Every event given, visible (the state and auth chain bodies, which are not filtered), redacted
+-- where a redaction applies.
 CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
@@ -818,7 +1085,7 @@ AS $$
     FROM roomserver_internal.backfill_walk($1, $2, $3, $4) w
 $$;
 COMMENT ON FUNCTION roomserver.backfill(text, text[], integer, text) IS
-    'Body of GET /_matrix/federation/v1/backfill: the v events and their ancestors, newest first, at most limit (clamped to 1000).';
+    'Body of GET /_matrix/federation/v1/backfill: the v events and their ancestors, newest first, at most limit (clamped to 1000) walked; rejected events are walked through but left out, redactions applied, events requesting_server may not see redacted.';
 
 -- GET /_matrix/federation/v1/forwards_fill/{roomId}?from_event_id=...&limit=... (MSC4000)
 CREATE OR REPLACE FUNCTION roomserver.forwards_fill(room_id text, from_event_id text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
@@ -828,7 +1095,7 @@ AS $$
     FROM roomserver_internal.forwards_fill_walk($1, $2, $3, $4) w
 $$;
 COMMENT ON FUNCTION roomserver.forwards_fill(text, text[], integer, text) IS
-    'Body of MSC4000 GET /_matrix/federation/v1/forwards_fill: the given events and their successors, oldest first, at most limit (clamped to 1000).';
+    'Body of MSC4000 GET /_matrix/federation/v1/forwards_fill: the given events and their successors, oldest first, at most limit (clamped to 1000) walked; rejected events are walked through but left out, redactions applied, events requesting_server may not see redacted.';
 
 -- POST /_matrix/federation/v1/get_missing_events/{roomId}
 CREATE OR REPLACE FUNCTION roomserver.get_missing_events(room_id text, earliest_events text[], latest_events text[],
@@ -840,7 +1107,7 @@ AS $$
     FROM roomserver_internal.get_missing_events_walk($1, $2, $3, $4, $5, $6) w
 $$;
 COMMENT ON FUNCTION roomserver.get_missing_events(text, text[], text[], integer, bigint, text) IS
-    'Body of POST /_matrix/federation/v1/get_missing_events: events after earliest_events and before latest_events, oldest first, at most limit (clamped to 1000).';
+    'Body of POST /_matrix/federation/v1/get_missing_events: events after earliest_events and before latest_events, oldest first, at most limit (clamped to 1000) walked; rejected events are walked through but left out, redactions applied, events requesting_server may not see redacted.';
 
 -- GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}: the event's whole auth chain (its
 -- auth events and theirs, transitively), in NID order (auth events are always stored first).
@@ -878,6 +1145,12 @@ BEGIN
         RAISE EXCEPTION 'event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     ev := roomserver_internal.find_event(event.event_id);
+    -- A rejected event is not served (Synapse answers 404 for it too).
+    IF EXISTS (SELECT 1 FROM roomserver.stored_events e
+               WHERE e.room_nid = ev.room_nid AND e.event_nid = ev.event_nid AND e.rejection IS NOT NULL) THEN
+        RAISE EXCEPTION 'event % not found', event.event_id USING ERRCODE = 'no_data_found',
+            DETAIL = 'The event is stored rejected: it is not served.';
+    END IF;
     IF requesting_server IS NOT NULL THEN
         visible := (roomserver_internal.server_may_see_events(ev.room_nid, ARRAY[ev.event_nid], requesting_server))[1];
     END IF;
@@ -885,7 +1158,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION roomserver.event(text, text) IS
-    'Body of GET /_matrix/federation/v1/event: {"origin", "origin_server_ts", "pdus": [pdu]}, the PDU redacted when requesting_server may not see it (NULL: no check). ERROR P0002 when the event is unknown, 55000 when roomserver.server_name is not set.';
+    'Body of GET /_matrix/federation/v1/event: {"origin", "origin_server_ts", "pdus": [pdu]}, the PDU redacted when a redaction applies to it or requesting_server may not see it (NULL: no check; an outlier is visible only if its sender is of requesting_server or it is a state event). ERROR P0002 when the event is unknown or stored rejected, 55000 when roomserver.server_name is not set.';
 
 -- roomserver.missing_events(pdu jsonb), the prev and auth events an incoming PDU references
 -- that this server lacks (Dendrite's QueryMissingAuthPrevEvents), is in Rust
@@ -914,9 +1187,10 @@ COMMENT ON FUNCTION roomserver.backward_extremities(text) IS
 -- role holding the grant option) can run:
 --   reader: USAGE on the schema, SELECT on every table and view, EXECUTE on every function that
 --           cannot write (STABLE or IMMUTABLE: state, federation reads, NID lookups, ...);
---   writer: a reader that may also call ingest_event and ingest_events. Those two run as
---           SECURITY DEFINER (owner's rights, pinned search_path), so a writer needs no write
---           privilege on any table: what it stores always goes through ingest's checks.
+--   writer: a reader that may also call ingest_event and ingest_events (and
+--           purge_redacted_content). Those run as SECURITY DEFINER (owner's rights, pinned
+--           search_path), so a writer needs no write privilege on any table: what it stores
+--           always goes through ingest's checks.
 --   admin:  the extension's owner (the superuser who ran CREATE EXTENSION): everything else,
 --           DDL, the write functions (assign_*_nids, roomserver_internal.store_snapshot), these
 --           grants.
@@ -948,8 +1222,10 @@ LANGUAGE plpgsql VOLATILE STRICT
 AS $$
 BEGIN
     PERFORM roomserver.grant_reader(role);
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_event(jsonb, text, boolean) TO %s', role);
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_events(jsonb, text, boolean) TO %s', role);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) TO %s', role);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_events(jsonb, text, boolean, boolean) TO %s', role);
+    -- SECURITY DEFINER like ingest: it rewrites stored_events only as its rule says.
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.purge_redacted_content(interval) TO %s', role);
 END
 $$;
 COMMENT ON FUNCTION roomserver.grant_writer(regrole) IS 'Makes a role a writer: a reader that may also call ingest_event and ingest_events (no table write privileges).';
@@ -965,6 +1241,59 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION roomserver.revoke_access(regrole) IS 'Takes every privilege on the extension''s schema, tables and functions from a role.';
+
+-- sql/api/06_timeline.sql
+-- Finding events by time.
+
+-- The federation body of GET /_matrix/federation/v1/timestamp_to_event/{roomId}?ts=…&dir=…
+-- (spec v1.6): the closest event to ts in direction dir, 'f' the first at or after it, 'b' the
+-- last at or before it. As Synapse's get_event_id_for_timestamp: outliers (no place in the DAG
+-- to continue from) and rejected events are never the answer, soft-failed events may be; ties
+-- on origin_server_ts go to the event that comes next in that direction by depth, then by
+-- arrival (the event NID, Synapse's stream_ordering). One probe of the partial index
+-- stored_events_room_ts (sql/schema/02_events.sql): its predicate is this query's, its key
+-- this ORDER BY, read forwards for 'f' and backwards for 'b', so LIMIT 1 stops at the first entry.
+CREATE OR REPLACE FUNCTION roomserver.timestamp_to_event(room_id text, ts bigint, dir text) RETURNS jsonb
+LANGUAGE plpgsql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    room record;
+    hit record;
+BEGIN
+    IF timestamp_to_event.room_id IS NULL OR timestamp_to_event.ts IS NULL OR timestamp_to_event.dir IS NULL THEN
+        RAISE EXCEPTION 'room_id, ts and dir must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF timestamp_to_event.dir NOT IN ('f', 'b') THEN
+        RAISE EXCEPTION 'dir must be ''f'' (forwards) or ''b'' (backwards), not %', pg_catalog.quote_literal(timestamp_to_event.dir)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    room := roomserver_internal.find_room(timestamp_to_event.room_id);
+    IF timestamp_to_event.dir = 'f' THEN
+        SELECT e.event_id, e.origin_server_ts INTO hit
+        FROM roomserver.stored_events e
+        WHERE e.room_nid = room.room_nid AND e.origin_server_ts >= timestamp_to_event.ts
+          AND NOT e.outlier AND e.rejection IS NULL
+        ORDER BY e.origin_server_ts, e.depth, e.event_nid
+        LIMIT 1;
+    ELSE
+        SELECT e.event_id, e.origin_server_ts INTO hit
+        FROM roomserver.stored_events e
+        WHERE e.room_nid = room.room_nid AND e.origin_server_ts <= timestamp_to_event.ts
+          AND NOT e.outlier AND e.rejection IS NULL
+        ORDER BY e.origin_server_ts DESC, e.depth DESC, e.event_nid DESC
+        LIMIT 1;
+    END IF;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'no event in room % % %', timestamp_to_event.room_id,
+            CASE timestamp_to_event.dir WHEN 'f' THEN 'at or after' ELSE 'at or before' END, timestamp_to_event.ts
+            USING ERRCODE = 'no_data_found';
+    END IF;
+    RETURN pg_catalog.jsonb_build_object('event_id', hit.event_id, 'origin_server_ts', hit.origin_server_ts);
+END
+$$;
+COMMENT ON FUNCTION roomserver.timestamp_to_event(text, bigint, text) IS
+    'Body of GET /_matrix/federation/v1/timestamp_to_event: {"event_id", "origin_server_ts"} of the closest event to ts (ms) in direction dir, ''f'' the first at or after it, ''b'' the last at or before it (outliers and rejected events skipped; ties by depth, then arrival). ERROR P0002 for an unknown room or when no event is in that direction, 22023 for another dir, 22004 on NULL arguments.';
 
 -- sql/api/90_comments.sql
 -- Descriptions of the API's Rust functions (#[pg_extern] in src/api/), so that \df+ roomserver.*
@@ -988,10 +1317,14 @@ COMMENT ON FUNCTION roomserver.resolve_state(text, jsonb, jsonb) IS
     'Resolves state_sets (a JSON array of arrays of event IDs) with the algorithm of room_version, events mapping every event ID it may need (the sets'' events and their auth chains) to its PDU: {"<type>": {"<state_key>": "<event_id>"}}. ERROR P0002 for an event missing from events, 22000 for cycles or malformed state sets.';
 
 -- Ingest (src/api/ingest.rs): SECURITY DEFINER, granted by grant_writer.
-COMMENT ON FUNCTION roomserver.ingest_event(jsonb, text, boolean) IS
-    'Stores one PDU whose signatures the caller has verified; returns {"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok", "outlier", "rejection", "soft_failure"}. ERROR 23503 when its auth events (or, unless outlier, its prev events with state) are not stored, 25006 on a standby, 40001/40P01 to retry the transaction; the README lists every SQLSTATE.';
-COMMENT ON FUNCTION roomserver.ingest_events(jsonb, text, boolean) IS
-    'Stores a JSON array of PDUs in order, all or nothing, returning one ingest_event result per element: the bulk path (batches of about 1,000). Errors as ingest_event, the message naming pdus[i].';
+COMMENT ON FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) IS
+    'Stores one PDU whose signatures the caller has verified; returns {"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok", "outlier", "rejection", "soft_failure"}. With state_event_ids (stored events: the state before it, e.g. from a send_join response) its prev events need not be stored. ERROR 23503 when its auth events (or, unless outlier or given its state, its prev events with state) are not stored, 22000 for a state_event_ids set that is not a state, 25006 on a standby, 40001/40P01 to retry the transaction; the README lists every SQLSTATE.';
+COMMENT ON FUNCTION roomserver.ingest_events(jsonb, text, boolean, boolean) IS
+    'Stores a JSON array of PDUs in any order (each after the events of the array it references), all or nothing, returning one ingest_event result per element: the bulk path (batches of about 1,000). With backfilled (a /backfill response) the events never become forward extremities nor change the current state, and those whose prev events are not stored yet are stored as outliers until the history before them arrives. Errors as ingest_event, the message naming pdus[i].';
+
+-- Local events (src/api/local_events.rs): reads the room, builds the PDU in the core.
+COMMENT ON FUNCTION roomserver.prepare_event(text, text, text, text, jsonb, bigint) IS
+    'The unsigned PDU of a new local event (make_join, make_leave, make_knock, a client''s send), for the caller to sign: prev_events the room''s forward extremities (the 10 deepest), depth one more, auth_events by the auth events selection from the current state, hashes.sha256 set, in the room version''s format (v1-v2: reference pairs and an event_id). ERROR 42501 naming the failed rule when the sender may not send it, P0002 for an unknown room, 55000 for a room with no current state, 22004 on NULL room_id, type, sender or content, 22023 when content is not an object.';
 
 -- State storage through the backend's cache (src/api/state.rs), on NIDs.
 COMMENT ON FUNCTION roomserver.snapshot_lookup(bigint, bigint, bigint[], bigint[]) IS
@@ -1013,6 +1346,14 @@ COMMENT ON FUNCTION roomserver.nid_set_union(bytea[]) IS
 COMMENT ON FUNCTION roomserver.missing_events(jsonb) IS
     'What to fetch before ingesting a received PDU: {"missing_prev_events", "missing_auth_events"}, its prev events not stored with state (unknown or outliers) and its auth events not stored, in PDU order. ERROR P0002 when its room is unknown, 22023 when the PDU is malformed.';
 
+-- Redactions (src/api/redactions.rs): internal, the rule of core/src/redaction.rs.
+COMMENT ON FUNCTION roomserver_internal.redaction_target(jsonb, text) IS
+    'The event an m.room.redaction event names, from its PDU or stored remainder: top-level redacts before room version 11, content.redacts from 11; NULL when it names none. ERROR 0A000 for an unknown room version, 22023 when pdu is not a JSON object.';
+COMMENT ON FUNCTION roomserver_internal.redaction_refusal(text, boolean, text, text, text, bigint, bigint) IS
+    'Why a stored redaction does not apply to its target (rejected; target not stored, when target_type and target_sender are NULL; target is the create event; different server and below the redact level), NULL when it applies. The power check reads the state before the redaction (its auth events for an outlier), only in room version 3+ and for different servers. ERROR 22004 for a NULL room_version, rejected, redaction_sender, room_nid or redaction_nid.';
+COMMENT ON FUNCTION roomserver_internal.redacted_pdu_rest(jsonb, text) IS
+    'The stored remainder (pdu_rest) of the redacted form of a PDU: what roomserver.purge_redacted_content keeps. ERROR 0A000 for an unknown room version, 22023 for a malformed PDU.';
+
 -- sql/api/99_finalize.sql
 -- Runs last, once the Rust functions exist.
 
@@ -1023,14 +1364,14 @@ COMMENT ON FUNCTION roomserver.missing_events(jsonb) IS
 -- sequential scans that then ran on every call as the room grew (measured: 784 instead of 4,000+
 -- events/s after 70,000 events). enable_seqscan = off keeps those plans on the indexes; it applies
 -- only while these functions run.
-ALTER FUNCTION roomserver.ingest_event(jsonb, text, boolean) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION roomserver.ingest_event(jsonb, text, boolean) SET enable_seqscan = off;
-ALTER FUNCTION roomserver.ingest_events(jsonb, text, boolean) SET plan_cache_mode = force_generic_plan;
-ALTER FUNCTION roomserver.ingest_events(jsonb, text, boolean) SET enable_seqscan = off;
+ALTER FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) SET enable_seqscan = off;
+ALTER FUNCTION roomserver.ingest_events(jsonb, text, boolean, boolean) SET plan_cache_mode = force_generic_plan;
+ALTER FUNCTION roomserver.ingest_events(jsonb, text, boolean, boolean) SET enable_seqscan = off;
 
 -- Writers ingest with the owner's rights (see 05_access.sql): they need no table privileges.
-ALTER FUNCTION roomserver.ingest_event(jsonb, text, boolean) SECURITY DEFINER;
-ALTER FUNCTION roomserver.ingest_events(jsonb, text, boolean) SECURITY DEFINER;
+ALTER FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) SECURITY DEFINER;
+ALTER FUNCTION roomserver.ingest_events(jsonb, text, boolean, boolean) SECURITY DEFINER;
 
 -- Every function runs with a pinned search_path, so no function or operator a caller's
 -- search_path could supply (public.unnest(bigint[]) is a better match than pg_catalog's
@@ -1063,9 +1404,28 @@ BEGIN
         PERFORM roomserver.grant_reader(r);
     END LOOP;
     FOR r IN SELECT DISTINCT a.grantee::regrole FROM pg_catalog.pg_proc p, pg_catalog.aclexplode(p.proacl) a
-             WHERE p.oid = 'roomserver.ingest_event(jsonb, text, boolean)'::pg_catalog.regprocedure AND a.grantee <> p.proowner AND a.grantee <> 0
+             WHERE p.oid = 'roomserver.ingest_event(jsonb, text, boolean, text[])'::pg_catalog.regprocedure AND a.grantee <> p.proowner AND a.grantee <> 0
     LOOP
         PERFORM roomserver.grant_writer(r);
     END LOOP;
 END
 $$;
+
+-- Grants to roles are never initial privileges. PostgreSQL records what an extension script
+-- (CREATE or ALTER EXTENSION) grants in pg_init_privs, and pg_dump dumps only the privileges that
+-- differ from those: the grants above, made by ALTER EXTENSION UPDATE, would count as the
+-- extension's own, be left out of every dump, and be lost on restore (whose CREATE EXTENSION
+-- grants nobody anything). So the initial privileges of the extension's objects keep only what
+-- their owner holds, as after a fresh install. (A fresh install grants nothing: nothing changes.)
+UPDATE pg_catalog.pg_init_privs i
+SET initprivs = ARRAY(SELECT a FROM pg_catalog.unnest(i.initprivs) AS a
+                      WHERE (SELECT x.grantee = x.grantor FROM pg_catalog.aclexplode(ARRAY[a]) AS x LIMIT 1))
+WHERE i.privtype = 'e'
+  AND (EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+               WHERE d.classid = i.classoid AND d.objid = i.objoid AND d.deptype = 'e'
+                 AND d.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+                 AND d.refobjid = (SELECT e.oid FROM pg_catalog.pg_extension e WHERE e.extname = 'pg_roomserver'))
+       -- Schema roomserver is the extension's schema, not a member of it.
+       OR (i.classoid = 'pg_catalog.pg_namespace'::pg_catalog.regclass
+           AND i.objoid IN ('roomserver'::pg_catalog.regnamespace, 'roomserver_internal'::pg_catalog.regnamespace)))
+  AND EXISTS (SELECT 1 FROM pg_catalog.aclexplode(i.initprivs) AS x WHERE x.grantee <> x.grantor);

@@ -17,9 +17,14 @@ mod store;
 extension_sql_file!("../sql/schema/01_nids.sql", name = "schema_nids", bootstrap);
 extension_sql_file!("../sql/schema/02_events.sql", name = "schema_events", requires = ["schema_nids"]);
 extension_sql_file!("../sql/schema/03_state.sql", name = "schema_state", requires = ["schema_events"]);
+extension_sql_file!("../sql/schema/04_redactions.sql", name = "schema_redactions", requires = ["schema_state"]);
 // The API (functions and views): CREATE OR REPLACE throughout, so every upgrade script replays it.
-extension_sql_file!("../sql/api/01_nid_functions.sql", name = "nid_functions", requires = ["schema_state"]);
-extension_sql_file!("../sql/api/02_event_reads.sql", name = "event_reads", requires = ["nid_functions"]);
+extension_sql_file!("../sql/api/01_nid_functions.sql", name = "nid_functions", requires = ["schema_redactions"]);
+extension_sql_file!(
+    "../sql/api/02_event_reads.sql",
+    name = "event_reads",
+    requires = ["nid_functions", redact, redaction_refusal, redacted_pdu_rest]
+);
 extension_sql_file!(
     "../sql/api/03_state.sql",
     name = "state",
@@ -30,15 +35,17 @@ extension_sql_file!(
     name = "federation",
     requires = ["state", redact, backfill_walk, forwards_fill_walk, get_missing_events_walk, server_may_see_events, server_name_of]
 );
-extension_sql_file!("../sql/api/05_access.sql", name = "access", requires = ["federation"]);
+// Needs the schema only; ordered after "federation" so that the API files run in their order.
+extension_sql_file!("../sql/api/06_timeline.sql", name = "timeline", requires = ["federation"]);
+extension_sql_file!("../sql/api/05_access.sql", name = "access", requires = ["timeline"]);
 // The catalog comments of the Rust functions (SQL-language ones are commented where defined).
 extension_sql_file!(
     "../sql/api/90_comments.sql",
     name = "comments",
     requires = [
         "access", block_entries, canonical_json, check_auth, content_hash, event_id_for, ingest_event, ingest_events, missing_events,
-        nid_set_decode, nid_set_union, redact, resolve_state, room_id_for_create_event, snapshot_diff, snapshot_entries, snapshot_lookup,
-        snapshot_state_arrays
+        nid_set_decode, nid_set_union, prepare_event, redact, resolve_state, room_id_for_create_event, snapshot_diff, snapshot_entries, snapshot_lookup,
+        snapshot_state_arrays, redaction_target, redaction_refusal, redacted_pdu_rest
     ]
 );
 extension_sql_file!("../sql/api/99_finalize.sql", name = "finalize", finalize);

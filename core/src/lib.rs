@@ -8,6 +8,7 @@ pub mod canonical_json;
 pub mod error;
 pub mod event;
 pub mod hashes;
+pub mod local_event;
 pub mod nid_set;
 pub mod prng;
 pub mod redaction;

@@ -35,7 +35,8 @@
 //!   get_missing_events and `/event`), not dropped;
 //! * events of erased senders, and remote events while the room has partial state, are
 //!   treated as not visible;
-//! * an outlier (no state known at it) counts as `shared`, i.e. visible.
+//! * an outlier (no state known at it) counts as `shared` in Synapse, i.e. visible. Not here:
+//!   see [`outlier_visible_to_server`].
 
 use serde_json::{Map, Value};
 
@@ -138,19 +139,29 @@ pub fn event_visible_to_server<'a>(event: &'a Pdu, state_before: impl IntoIterat
     server_may_see(visibility, members.into_iter().map(|(_, m)| m))
 }
 
-/// The rule as the database applies it, from what it reads of the state after the event: the
-/// content of the `m.room.history_visibility` event (`None`: there is none) and the memberships
-/// of the server's users. An outlier (no state known at it) is visible, as in Synapse.
+/// The rule as the database applies it to an event stored with state, from what it reads of the
+/// state after the event: the content of the `m.room.history_visibility` event (`None`: there is
+/// none) and the memberships of the server's users. Outliers: [`outlier_visible_to_server`].
 pub fn visible_from_stored_state<'a>(
-    outlier: bool,
     history_visibility_content: Option<&Value>,
     memberships: impl IntoIterator<Item = &'a str>,
 ) -> bool {
-    if outlier {
-        return true;
-    }
     let visibility = history_visibility_content.and_then(Value::as_object).map_or_else(HistoryVisibility::default, HistoryVisibility::from_content);
     server_may_see(visibility, memberships)
+}
+
+/// Whether `server_name` may see an outlier unredacted. An outlier has no state of its own, so
+/// the rule above cannot be applied to it; it is served unredacted only where its visibility
+/// does not depend on that state:
+///
+/// * its sender is a user of the requesting server (the server sent it itself);
+/// * it is a state event: `/state` and `/event_auth` serve state and auth chains to every server
+///   in the room unredacted anyway, so hiding it here would hide nothing.
+///
+/// Any other outlier is served redacted, which keeps the DAG connected and reveals no content.
+/// (Synapse treats outliers as visible: with no state it defaults to `shared`.)
+pub fn outlier_visible_to_server(sender: &str, is_state: bool, server_name: &str) -> bool {
+    is_state || server_name_of(sender) == Some(server_name)
 }
 
 #[cfg(test)]
@@ -190,12 +201,24 @@ mod tests {
     #[test]
     fn from_stored_state() {
         let joined = json!({ "history_visibility": "joined" });
-        assert!(visible_from_stored_state(true, Some(&joined), []));
-        assert!(!visible_from_stored_state(false, Some(&joined), ["leave"]));
-        assert!(visible_from_stored_state(false, Some(&joined), ["leave", "join"]));
-        assert!(visible_from_stored_state(false, None, []));
-        assert!(visible_from_stored_state(false, Some(&json!("joined")), []));
-        assert!(!visible_from_stored_state(false, Some(&json!({ "history_visibility": "invited" })), ["knock"]));
+        assert!(!visible_from_stored_state(Some(&joined), ["leave"]));
+        assert!(visible_from_stored_state(Some(&joined), ["leave", "join"]));
+        assert!(visible_from_stored_state(None, []));
+        assert!(visible_from_stored_state(Some(&json!("joined")), []));
+        assert!(!visible_from_stored_state(Some(&json!({ "history_visibility": "invited" })), ["knock"]));
+    }
+
+    #[test]
+    fn outliers_are_visible_only_where_no_state_decides() {
+        // The requesting server's own event, state or not.
+        assert!(outlier_visible_to_server("@bob:b.org", false, "b.org"));
+        assert!(outlier_visible_to_server("@bob:b.org:8448", false, "b.org:8448"));
+        // A state event of another server: /state and /event_auth serve it anyway.
+        assert!(outlier_visible_to_server("@alice:a.org", true, "b.org"));
+        // Another server's message: its visibility depends on the state it has not got.
+        assert!(!outlier_visible_to_server("@alice:a.org", false, "b.org"));
+        assert!(!outlier_visible_to_server("@alice:b.org.evil", false, "b.org"));
+        assert!(!outlier_visible_to_server("@alice", false, "b.org"));
     }
 
     #[test]

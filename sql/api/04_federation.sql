@@ -21,16 +21,18 @@ BEGIN
 END
 $$;
 
--- What history visibility needs of each event (in the order given): whether it is an outlier,
--- the content of m.room.history_visibility in the state after it and, only where that says
--- invited or joined, the memberships there of the users of server_name (by
--- roomserver_internal.server_name_of, the core's rule). Each distinct state is looked up once.
+-- What history visibility needs of each event (in the order given): whether it is an outlier
+-- (then only its sender and whether it is a state event, core/src/visibility.rs
+-- outlier_visible_to_server), the content of m.room.history_visibility in the state after it
+-- and, only where that says invited or joined, the memberships there of the users of
+-- server_name (by roomserver_internal.server_name_of, the core's rule). Each distinct state is
+-- looked up once.
 CREATE OR REPLACE FUNCTION roomserver_internal.visibility_inputs(room_nid bigint, event_nids bigint[], server_name text)
-RETURNS TABLE (ord bigint, outlier boolean, history_visibility jsonb, memberships text[])
+RETURNS TABLE (ord bigint, outlier boolean, history_visibility jsonb, memberships text[], sender text, is_state boolean)
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
     WITH ev AS (
-        SELECT u.ord, x.outlier, x.state_after
+        SELECT u.ord, x.outlier, x.state_after, x.sender_nid, x.state_key_nid IS NOT NULL AS is_state
         FROM unnest(event_nids) WITH ORDINALITY AS u(nid, ord)
         JOIN roomserver.stored_events x ON x.room_nid = visibility_inputs.room_nid AND x.event_nid = u.nid
     ), key_nids AS MATERIALIZED (
@@ -75,24 +77,35 @@ AS $$
                END AS memberships
         FROM snaps sn
     )
-    SELECT ev.ord, ev.outlier, mb.hv, mb.memberships
+    SELECT ev.ord, ev.outlier, mb.hv, mb.memberships,
+           -- Read for outliers only (the rule for the others does not need it).
+           CASE WHEN ev.outlier THEN (SELECT k.state_key FROM roomserver.event_state_keys k
+                                      WHERE k.room_nid = visibility_inputs.room_nid AND k.state_key_nid = ev.sender_nid) END,
+           ev.is_state
     FROM ev LEFT JOIN members mb ON mb.snap = ev.state_after
 $$;
 
--- The PDUs of events in the order given, in the room version's federation format; those the
--- requesting server may not see (visible[i] false) redacted, so that the DAG stays connected.
--- Built for the whole batch by roomserver_internal.stored_pdus. visible is read by subscript, not
--- joined by position: a join could be planned as a nested loop over the array (the planner
--- takes an unnested array for 10 rows), quadratic in the batch.
+-- The bodies of the walks (backfill, get_missing_events, forwards fill) and /event: the PDUs of
+-- events in the order given, in the room version's federation format, redacted where a
+-- redaction applies (stored_pdus); those the requesting server may not see (visible[i] false)
+-- redacted too, so that the DAG stays connected. Rejected events are left out: the walks go
+-- through them (they are part of the DAG) but never return one, as Synapse does (it fetches
+-- the walked events without allow_rejected). Built for the whole batch by
+-- roomserver_internal.stored_pdus. visible is read by subscript, not joined by position: a join
+-- could be planned as a nested loop over the array (the planner takes an unnested array for 10
+-- rows), quadratic in the batch.
 CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[], visible boolean[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
-    SELECT COALESCE(jsonb_agg(CASE WHEN visible[p.ord::integer] THEN p.pdu ELSE roomserver.redact(p.pdu, p.room_version) END
+    SELECT COALESCE(jsonb_agg(CASE WHEN visible[p.ord::integer] OR p.redacted_by IS NOT NULL THEN p.pdu
+                                   ELSE roomserver.redact(p.pdu, p.room_version) END
                               ORDER BY p.ord), '[]'::jsonb)
     FROM roomserver_internal.stored_pdus(room_nid, event_nids) p
+    WHERE NOT p.rejected
 $$;
 
--- The same, every event visible (the state and auth chain bodies, which are not filtered).
+-- Every event given, visible (the state and auth chain bodies, which are not filtered), redacted
+-- where a redaction applies.
 CREATE OR REPLACE FUNCTION roomserver_internal.federation_pdus(room_nid bigint, event_nids bigint[]) RETURNS jsonb
 LANGUAGE sql STABLE STRICT PARALLEL SAFE
 AS $$
@@ -117,7 +130,7 @@ AS $$
     FROM roomserver_internal.backfill_walk($1, $2, $3, $4) w
 $$;
 COMMENT ON FUNCTION roomserver.backfill(text, text[], integer, text) IS
-    'Body of GET /_matrix/federation/v1/backfill: the v events and their ancestors, newest first, at most limit (clamped to 1000).';
+    'Body of GET /_matrix/federation/v1/backfill: the v events and their ancestors, newest first, at most limit (clamped to 1000) walked; rejected events are walked through but left out, redactions applied, events requesting_server may not see redacted.';
 
 -- GET /_matrix/federation/v1/forwards_fill/{roomId}?from_event_id=...&limit=... (MSC4000)
 CREATE OR REPLACE FUNCTION roomserver.forwards_fill(room_id text, from_event_id text[], "limit" integer, requesting_server text DEFAULT NULL) RETURNS jsonb
@@ -127,7 +140,7 @@ AS $$
     FROM roomserver_internal.forwards_fill_walk($1, $2, $3, $4) w
 $$;
 COMMENT ON FUNCTION roomserver.forwards_fill(text, text[], integer, text) IS
-    'Body of MSC4000 GET /_matrix/federation/v1/forwards_fill: the given events and their successors, oldest first, at most limit (clamped to 1000).';
+    'Body of MSC4000 GET /_matrix/federation/v1/forwards_fill: the given events and their successors, oldest first, at most limit (clamped to 1000) walked; rejected events are walked through but left out, redactions applied, events requesting_server may not see redacted.';
 
 -- POST /_matrix/federation/v1/get_missing_events/{roomId}
 CREATE OR REPLACE FUNCTION roomserver.get_missing_events(room_id text, earliest_events text[], latest_events text[],
@@ -139,7 +152,7 @@ AS $$
     FROM roomserver_internal.get_missing_events_walk($1, $2, $3, $4, $5, $6) w
 $$;
 COMMENT ON FUNCTION roomserver.get_missing_events(text, text[], text[], integer, bigint, text) IS
-    'Body of POST /_matrix/federation/v1/get_missing_events: events after earliest_events and before latest_events, oldest first, at most limit (clamped to 1000).';
+    'Body of POST /_matrix/federation/v1/get_missing_events: events after earliest_events and before latest_events, oldest first, at most limit (clamped to 1000) walked; rejected events are walked through but left out, redactions applied, events requesting_server may not see redacted.';
 
 -- GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}: the event's whole auth chain (its
 -- auth events and theirs, transitively), in NID order (auth events are always stored first).
@@ -177,6 +190,12 @@ BEGIN
         RAISE EXCEPTION 'event_id must not be NULL' USING ERRCODE = 'null_value_not_allowed';
     END IF;
     ev := roomserver_internal.find_event(event.event_id);
+    -- A rejected event is not served (Synapse answers 404 for it too).
+    IF EXISTS (SELECT 1 FROM roomserver.stored_events e
+               WHERE e.room_nid = ev.room_nid AND e.event_nid = ev.event_nid AND e.rejection IS NOT NULL) THEN
+        RAISE EXCEPTION 'event % not found', event.event_id USING ERRCODE = 'no_data_found',
+            DETAIL = 'The event is stored rejected: it is not served.';
+    END IF;
     IF requesting_server IS NOT NULL THEN
         visible := (roomserver_internal.server_may_see_events(ev.room_nid, ARRAY[ev.event_nid], requesting_server))[1];
     END IF;
@@ -184,7 +203,7 @@ BEGIN
 END
 $$;
 COMMENT ON FUNCTION roomserver.event(text, text) IS
-    'Body of GET /_matrix/federation/v1/event: {"origin", "origin_server_ts", "pdus": [pdu]}, the PDU redacted when requesting_server may not see it (NULL: no check). ERROR P0002 when the event is unknown, 55000 when roomserver.server_name is not set.';
+    'Body of GET /_matrix/federation/v1/event: {"origin", "origin_server_ts", "pdus": [pdu]}, the PDU redacted when a redaction applies to it or requesting_server may not see it (NULL: no check; an outlier is visible only if its sender is of requesting_server or it is a state event). ERROR P0002 when the event is unknown or stored rejected, 55000 when roomserver.server_name is not set.';
 
 -- roomserver.missing_events(pdu jsonb), the prev and auth events an incoming PDU references
 -- that this server lacks (Dendrite's QueryMissingAuthPrevEvents), is in Rust

@@ -3,9 +3,10 @@
 -- role holding the grant option) can run:
 --   reader: USAGE on the schema, SELECT on every table and view, EXECUTE on every function that
 --           cannot write (STABLE or IMMUTABLE: state, federation reads, NID lookups, ...);
---   writer: a reader that may also call ingest_event and ingest_events. Those two run as
---           SECURITY DEFINER (owner's rights, pinned search_path), so a writer needs no write
---           privilege on any table: what it stores always goes through ingest's checks.
+--   writer: a reader that may also call ingest_event and ingest_events (and
+--           purge_redacted_content). Those run as SECURITY DEFINER (owner's rights, pinned
+--           search_path), so a writer needs no write privilege on any table: what it stores
+--           always goes through ingest's checks.
 --   admin:  the extension's owner (the superuser who ran CREATE EXTENSION): everything else,
 --           DDL, the write functions (assign_*_nids, roomserver_internal.store_snapshot), these
 --           grants.
@@ -37,8 +38,10 @@ LANGUAGE plpgsql VOLATILE STRICT
 AS $$
 BEGIN
     PERFORM roomserver.grant_reader(role);
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_event(jsonb, text, boolean) TO %s', role);
-    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_events(jsonb, text, boolean) TO %s', role);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) TO %s', role);
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.ingest_events(jsonb, text, boolean, boolean) TO %s', role);
+    -- SECURITY DEFINER like ingest: it rewrites stored_events only as its rule says.
+    EXECUTE pg_catalog.format('GRANT EXECUTE ON FUNCTION roomserver.purge_redacted_content(interval) TO %s', role);
 END
 $$;
 COMMENT ON FUNCTION roomserver.grant_writer(regrole) IS 'Makes a role a writer: a reader that may also call ingest_event and ingest_events (no table write privileges).';

@@ -19,10 +19,14 @@ COMMENT ON FUNCTION roomserver.resolve_state(text, jsonb, jsonb) IS
     'Resolves state_sets (a JSON array of arrays of event IDs) with the algorithm of room_version, events mapping every event ID it may need (the sets'' events and their auth chains) to its PDU: {"<type>": {"<state_key>": "<event_id>"}}. ERROR P0002 for an event missing from events, 22000 for cycles or malformed state sets.';
 
 -- Ingest (src/api/ingest.rs): SECURITY DEFINER, granted by grant_writer.
-COMMENT ON FUNCTION roomserver.ingest_event(jsonb, text, boolean) IS
-    'Stores one PDU whose signatures the caller has verified; returns {"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok", "outlier", "rejection", "soft_failure"}. ERROR 23503 when its auth events (or, unless outlier, its prev events with state) are not stored, 25006 on a standby, 40001/40P01 to retry the transaction; the README lists every SQLSTATE.';
-COMMENT ON FUNCTION roomserver.ingest_events(jsonb, text, boolean) IS
-    'Stores a JSON array of PDUs in order, all or nothing, returning one ingest_event result per element: the bulk path (batches of about 1,000). Errors as ingest_event, the message naming pdus[i].';
+COMMENT ON FUNCTION roomserver.ingest_event(jsonb, text, boolean, text[]) IS
+    'Stores one PDU whose signatures the caller has verified; returns {"event_id", "event_nid", "room_id", "duplicate", "content_hash_ok", "outlier", "rejection", "soft_failure"}. With state_event_ids (stored events: the state before it, e.g. from a send_join response) its prev events need not be stored. ERROR 23503 when its auth events (or, unless outlier or given its state, its prev events with state) are not stored, 22000 for a state_event_ids set that is not a state, 25006 on a standby, 40001/40P01 to retry the transaction; the README lists every SQLSTATE.';
+COMMENT ON FUNCTION roomserver.ingest_events(jsonb, text, boolean, boolean) IS
+    'Stores a JSON array of PDUs in any order (each after the events of the array it references), all or nothing, returning one ingest_event result per element: the bulk path (batches of about 1,000). With backfilled (a /backfill response) the events never become forward extremities nor change the current state, and those whose prev events are not stored yet are stored as outliers until the history before them arrives. Errors as ingest_event, the message naming pdus[i].';
+
+-- Local events (src/api/local_events.rs): reads the room, builds the PDU in the core.
+COMMENT ON FUNCTION roomserver.prepare_event(text, text, text, text, jsonb, bigint) IS
+    'The unsigned PDU of a new local event (make_join, make_leave, make_knock, a client''s send), for the caller to sign: prev_events the room''s forward extremities (the 10 deepest), depth one more, auth_events by the auth events selection from the current state, hashes.sha256 set, in the room version''s format (v1-v2: reference pairs and an event_id). ERROR 42501 naming the failed rule when the sender may not send it, P0002 for an unknown room, 55000 for a room with no current state, 22004 on NULL room_id, type, sender or content, 22023 when content is not an object.';
 
 -- State storage through the backend's cache (src/api/state.rs), on NIDs.
 COMMENT ON FUNCTION roomserver.snapshot_lookup(bigint, bigint, bigint[], bigint[]) IS
@@ -43,3 +47,11 @@ COMMENT ON FUNCTION roomserver.nid_set_union(bytea[]) IS
 -- Federation (src/api/federation.rs).
 COMMENT ON FUNCTION roomserver.missing_events(jsonb) IS
     'What to fetch before ingesting a received PDU: {"missing_prev_events", "missing_auth_events"}, its prev events not stored with state (unknown or outliers) and its auth events not stored, in PDU order. ERROR P0002 when its room is unknown, 22023 when the PDU is malformed.';
+
+-- Redactions (src/api/redactions.rs): internal, the rule of core/src/redaction.rs.
+COMMENT ON FUNCTION roomserver_internal.redaction_target(jsonb, text) IS
+    'The event an m.room.redaction event names, from its PDU or stored remainder: top-level redacts before room version 11, content.redacts from 11; NULL when it names none. ERROR 0A000 for an unknown room version, 22023 when pdu is not a JSON object.';
+COMMENT ON FUNCTION roomserver_internal.redaction_refusal(text, boolean, text, text, text, bigint, bigint) IS
+    'Why a stored redaction does not apply to its target (rejected; target not stored, when target_type and target_sender are NULL; target is the create event; different server and below the redact level), NULL when it applies. The power check reads the state before the redaction (its auth events for an outlier), only in room version 3+ and for different servers. ERROR 22004 for a NULL room_version, rejected, redaction_sender, room_nid or redaction_nid.';
+COMMENT ON FUNCTION roomserver_internal.redacted_pdu_rest(jsonb, text) IS
+    'The stored remainder (pdu_rest) of the redacted form of a PDU: what roomserver.purge_redacted_content keeps. ERROR 0A000 for an unknown room version, 22023 for a malformed PDU.';

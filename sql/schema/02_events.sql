@@ -39,6 +39,10 @@ CREATE TABLE roomserver.stored_events (
     -- For state events: the auth chain (every event reachable through auth_events) as a compact
     -- NID set (core/src/nid_set.rs); roomserver.auth_chain_nids() reads it.
     auth_chain       bytea,
+    -- When roomserver.purge_redacted_content() replaced pdu_rest with the redacted form (the
+    -- event is the target of an applied redaction): why the content no longer matches
+    -- hashes.sha256. NULL unless purged.
+    content_purged_at timestamptz,
     PRIMARY KEY (room_nid, event_nid),
     -- Leading event_id so that lookups by event ID alone (GET /event/{id}) use it too.
     CONSTRAINT stored_events_event_id_room_key UNIQUE (event_id, room_nid),
@@ -47,6 +51,11 @@ CREATE TABLE roomserver.stored_events (
 );
 ALTER SEQUENCE roomserver.event_nid_seq OWNED BY roomserver.stored_events.event_nid;
 CREATE INDEX stored_events_room_depth ON roomserver.stored_events (room_nid, depth, event_nid);
+-- roomserver.timestamp_to_event: the closest event to a time in one probe, read forwards or
+-- backwards. Only the events it may answer with (not outliers, not rejected), in its order:
+-- origin_server_ts, then depth, then arrival (Synapse's get_event_id_for_timestamp).
+CREATE INDEX stored_events_room_ts ON roomserver.stored_events (room_nid, origin_server_ts, depth, event_nid)
+    WHERE NOT outlier AND rejection IS NULL;
 COMMENT ON TABLE roomserver.stored_events IS 'One row per PDU, strings as NIDs; the PDU minus the columns is pdu_rest. Use roomserver.events (view) or roomserver.pdu(event_id) to read.';
 
 -- prev_events ('p') and auth_events ('a') of each event, in PDU order. A reference to an event

@@ -2,7 +2,8 @@
 //! core's `BatchedWalk` over prepared SPI plans. Each expansion reads the prev (or successor)
 //! edges of a whole frontier, plus a breadth-first read-ahead bounded by what can still be
 //! emitted, in one statement; history visibility is read for the taken events in one more. The
-//! SQL wrappers in sql/07_federation.sql turn the result into the response body.
+//! SQL wrappers in sql/api/04_federation.sql turn the result into the response body (and leave
+//! rejected events out: they are walked through, never returned).
 
 use std::collections::HashMap;
 
@@ -11,7 +12,7 @@ use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use roomserver_core::event::reference_ids;
 use roomserver_core::traversal::{BatchedWalk, Direction, NeighbourSource, WalkNode};
-use roomserver_core::visibility::visible_from_stored_state;
+use roomserver_core::visibility::{outlier_visible_to_server, visible_from_stored_state};
 use roomserver_core::{Error, RoomVersion};
 use serde_json::{json, Value};
 
@@ -82,12 +83,13 @@ const EXPAND_FORWARDS: Statement = Statement {
     mutating: false,
 };
 
-/// What history visibility needs of each taken event, in order: whether it is an outlier, the
-/// m.room.history_visibility content in the state after it, and, only where that content says
-/// invited or joined, the memberships there of the requesting server's users.
+/// What history visibility needs of each taken event, in order: whether it is an outlier (then
+/// its sender and whether it is a state event decide), the m.room.history_visibility content in
+/// the state after it, and, only where that content says invited or joined, the memberships
+/// there of the requesting server's users.
 const VISIBILITY: Statement = Statement {
     name: "federation_visibility",
-    sql: "SELECT v.outlier, v.history_visibility, v.memberships
+    sql: "SELECT v.outlier, v.history_visibility, v.memberships, v.sender, v.is_state
           FROM roomserver_internal.visibility_inputs($1, $2, $3) v ORDER BY v.ord",
     args: &[INT8, INT8_ARRAY, TEXT],
     mutating: false,
@@ -190,10 +192,14 @@ fn visibility(client: &mut SpiClient, room_nid: i64, nids: &[i64], server: Optio
     }
     query(client, &VISIBILITY, &[room_nid.into(), nids.to_vec().into(), server.into()], |r| {
         let outlier: bool = r.value(1, "outlier");
+        if outlier {
+            // No state of its own: only what does not depend on state decides.
+            return outlier_visible_to_server(&r.value::<String>(4, "sender"), r.value(5, "is_state"), server);
+        }
         let content: Option<pgrx::JsonB> = r.nullable(2, "history_visibility");
         // NULL when the state does not restrict visibility to members.
         let memberships: Vec<Option<String>> = r.nullable(3, "memberships").unwrap_or_default();
-        visible_from_stored_state(outlier, content.as_ref().map(|c| &c.0 as &Value), memberships.iter().flatten().map(String::as_str))
+        visible_from_stored_state(content.as_ref().map(|c| &c.0 as &Value), memberships.iter().flatten().map(String::as_str))
     })
 }
 

@@ -7,4 +7,6 @@ pub mod federation;
 pub mod ingest;
 pub mod json;
 pub mod json_input;
+pub mod local_events;
+mod redactions;
 pub mod state;

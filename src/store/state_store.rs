@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::rc::Rc;
 
 use pgrx::spi::SpiClient;
-use roomserver_core::room_state::{BatchStore, Snapshot, StateStore, StoredEvent};
+use roomserver_core::room_state::{BatchStore, KnownEvent, Snapshot, StateStore, StoredEvent};
 use roomserver_core::state_blocks::{block_hash, encode_entries, BlockRef, Entry, StateHash};
 use roomserver_core::stored_form::StoredColumns;
 use roomserver_core::{nid_set, Error, Result, RoomVersion};
@@ -137,7 +137,50 @@ impl BatchStore for SpiStateStore<'_, '_> {
         let room = self.room_nid;
         Ok(query_first(self.client, &EXCLUDED_PREVS, &[room.into(), event_nid.into()], |r| r.value(1, "prev_nids")))
     }
+
+    fn outliers_after(&mut self, events: &[(i64, &str)]) -> Result<Vec<(i64, bool)>> {
+        let room = self.room_nid;
+        let nids: Vec<i64> = events.iter().map(|(n, _)| *n).collect();
+        let ids: Vec<String> = events.iter().map(|(_, id)| (*id).to_owned()).collect();
+        Ok(query(self.client, &OUTLIERS_AFTER, &[room.into(), nids.into(), ids.into()], |r| (r.value(1, "event_nid"), r.value(2, "followed"))))
+    }
+
+    fn known_events(&mut self, ids: &[String]) -> Result<Vec<(String, KnownEvent)>> {
+        let (known, _) = crate::store::ingest::context::known_events(self.client, ids.to_vec(), vec![self.room_nid]);
+        Ok(known.into_iter().map(|((id, _), k)| (id, k)).collect())
+    }
 }
+
+// The stored outliers after some events (by prev_events, directly or through other outliers):
+// the successors of events stored before, and of events of this call through the references
+// still pending on their IDs (those edges are resolved when the call writes).
+const OUTLIERS_AFTER: Statement = Statement {
+    name: "ingest.outliers_after",
+    sql: "WITH RECURSIVE w(nid) AS (
+              SELECT d.event_nid FROM (
+                  SELECT ed.event_nid FROM roomserver.event_edges ed
+                  WHERE ed.room_nid = $1 AND ed.target_nid = ANY ($2) AND ed.kind = 'p'
+                  UNION
+                  SELECT ed.event_nid FROM roomserver.event_edges ed
+                  WHERE ed.target_event_id = ANY ($3) AND ed.room_nid = $1 AND ed.target_nid IS NULL AND ed.kind = 'p') d
+              JOIN roomserver.stored_events s ON s.room_nid = $1 AND s.event_nid = d.event_nid
+              WHERE s.outlier
+            UNION
+              SELECT ed.event_nid
+              FROM w
+              JOIN roomserver.event_edges ed ON ed.room_nid = $1 AND ed.target_nid = w.nid AND ed.kind = 'p'
+              JOIN roomserver.stored_events s ON s.room_nid = $1 AND s.event_nid = ed.event_nid
+              WHERE s.outlier
+          )
+          -- Whether an accepted event with state follows it: then it is history, not a tip.
+          SELECT w.nid, EXISTS (SELECT 1 FROM roomserver.event_edges ed
+                                JOIN roomserver.stored_events s ON s.room_nid = $1 AND s.event_nid = ed.event_nid
+                                WHERE ed.room_nid = $1 AND ed.target_nid = w.nid AND ed.kind = 'p'
+                                  AND NOT s.outlier AND s.rejection IS NULL AND s.soft_failure IS NULL)
+          FROM w",
+    args: &[INT8, INT8_ARRAY, TEXT_ARRAY],
+    mutating: false,
+};
 
 impl StateStore for SpiStateStore<'_, '_> {
     fn snapshot(&mut self, nid: i64) -> Result<Rc<Snapshot>> {

@@ -58,6 +58,25 @@ FROM roomserver.events e WHERE NOT e.outlier ORDER BY e.room_id, e.event_id;
 SQL
 }
 
+# A reader and a writer in every database, granted as soon as the installed version has
+# grant_reader / grant_writer (0.2.0 on; after the update for 0.1.0): their privileges must
+# survive the update (0.3.0 replaces ingest_event and ingest_events, whose signatures change),
+# so that the schema fingerprints, which include privileges, match a fresh install's.
+"${PSQL[@]}" -d postgres <<'SQL'
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'upgrade_tier_reader') THEN CREATE ROLE upgrade_tier_reader; END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'upgrade_tier_writer') THEN CREATE ROLE upgrade_tier_writer; END IF;
+END
+$$;
+SQL
+grant_roles() {
+    "${PSQL[@]}" -d "$1" -c "SELECT roomserver.grant_reader('upgrade_tier_reader'), roomserver.grant_writer('upgrade_tier_writer')" >/dev/null
+}
+has_grant_functions() {
+    "${PSQL[@]}" -d "$1" -A -t -c "SELECT count(*) FROM pg_catalog.pg_proc WHERE proname = 'grant_writer' AND pronamespace = 'roomserver'::regnamespace" | grep -qx 1
+}
+
 old_versions=()
 for r in "${RELEASES[@]}"; do old_versions+=("${r%%=*}"); done
 dbs=(fresh)
@@ -75,13 +94,17 @@ for v in "${old_versions[@]}"; do
     # 1,500 events written by the release, the rest of the room (and the sample room) after the update.
     "${PSQL[@]}" -d "$db" -c "CREATE EXTENSION pg_roomserver"
     "${PSQL[@]}" -d "$db" -A -t -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_roomserver'" | grep -qx "$v"
+    granted_before=false
+    if has_grant_functions "$db"; then grant_roles "$db"; granted_before=true; fi
     load "$db" 1 1500
     log "upgrade: installing the current build again"
     install_extension >"$WORK/install.log" 2>&1 || { tail -20 "$WORK/install.log" >&2; exit 1; }
     "${PSQL[@]}" -d "$db" -c "ALTER EXTENSION pg_roomserver UPDATE"
+    $granted_before || grant_roles "$db"
     load "$db" 1501 1000000
 done
 "${PSQL[@]}" -d pg_roomserver_fresh -c "CREATE EXTENSION pg_roomserver"
+grant_roles pg_roomserver_fresh
 load pg_roomserver_fresh 1 1500
 load pg_roomserver_fresh 1501 1000000
 
@@ -90,8 +113,12 @@ for db in "${dbs[@]}"; do
     "${PSQL[@]}" -d "pg_roomserver_$db" -A -t -c "SELECT extversion FROM pg_extension WHERE extname = 'pg_roomserver'" > "$WORK/$db.version"
     "${PSQL[@]}" -d "pg_roomserver_$db" -f tests/tiers/schema_fingerprint.sql > "$WORK/$db.schema"
     # What pg_dump writes of the schema (for extension members: the extension itself and the
-    # privileges that differ from what CREATE EXTENSION set), without its random \restrict key.
-    pg_dump --schema-only -d "pg_roomserver_$db" | grep -v '^\\\(un\)\?restrict ' > "$WORK/$db.pg_dump"
+    # privileges that differ from what CREATE EXTENSION set), without its random \restrict key,
+    # each run of GRANTs sorted (pg_dump writes them in ACL order: the order they were made in).
+    pg_dump --schema-only -d "pg_roomserver_$db" | grep -v '^\\\(un\)\?restrict ' \
+        | python3 -c 'import itertools, sys
+for grants, lines in itertools.groupby(sys.stdin, lambda l: l.startswith("GRANT ")):
+    sys.stdout.writelines(sorted(lines) if grants else lines)' > "$WORK/$db.pg_dump"
     fingerprint "pg_roomserver_$db" > "$WORK/$db.data"
 done
 events=$(grep -c '^state ' "$WORK/fresh.data")
@@ -103,9 +130,14 @@ for v in "${old_versions[@]}"; do
     diff -u "$WORK/fresh.pg_dump" "$WORK/$db.pg_dump" || { echo "upgrade from $v: pg_dump --schema-only differs from a fresh install" >&2; status=1; }
     diff -u "$WORK/fresh.data" "$WORK/$db.data" || { echo "upgrade from $v: the upgraded data reads differently" >&2; status=1; }
     grep -qx 'problems 0' "$WORK/$db.data" || { echo "upgrade from $v: check_integrity() is not empty" >&2; status=1; }
+    "${PSQL[@]}" -d "pg_roomserver_$db" -A -t -c "SELECT pg_catalog.has_function_privilege('upgrade_tier_writer', 'roomserver.ingest_events(jsonb, text, boolean, boolean)', 'EXECUTE')
+                                                         AND pg_catalog.has_function_privilege('upgrade_tier_writer', 'roomserver.ingest_event(jsonb, text, boolean, text[])', 'EXECUTE')
+                                                         AND NOT pg_catalog.has_function_privilege('upgrade_tier_reader', 'roomserver.ingest_event(jsonb, text, boolean, text[])', 'EXECUTE')" \
+        | grep -qx t || { echo "upgrade from $v: the writer lost (or the reader gained) ingest" >&2; status=1; }
 done
 for db in "${dbs[@]}"; do
     PGOPTIONS="-c client_min_messages=warning" "${PSQL[@]}" -d postgres -c "DROP DATABASE pg_roomserver_$db"
 done
+"${PSQL[@]}" -d postgres -c "DROP ROLE upgrade_tier_reader" -c "DROP ROLE upgrade_tier_writer"
 [ "$status" -eq 0 ] && echo "upgrade: PASS (builds of ${old_versions[*]} -> $(cat "$WORK/fresh.version"); schema equal to a fresh install; $events events read the same)"
 exit "$status"

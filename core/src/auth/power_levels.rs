@@ -32,14 +32,20 @@ pub fn parse_level(value: &Value, rv: &RoomVersion) -> Option<i64> {
 /// The creators of a room: the `creator` of the create event (v1-10), its sender (v11+), plus
 /// `additional_creators` (v12).
 pub fn creators<'a>(create: &'a Pdu, rv: &RoomVersion) -> Vec<&'a str> {
+    creators_of(&create.sender, &create.content, rv)
+}
+
+/// [`creators`] from the create event's sender and content, for callers that hold only those
+/// (the redaction check reads them from storage).
+pub fn creators_of<'a>(create_sender: &'a str, create_content: &'a Map<String, Value>, rv: &RoomVersion) -> Vec<&'a str> {
     let mut out = Vec::new();
     if rv.implicit_room_creator {
-        out.push(create.sender.as_str());
-    } else if let Some(c) = create.content.get("creator").and_then(Value::as_str) {
+        out.push(create_sender);
+    } else if let Some(c) = create_content.get("creator").and_then(Value::as_str) {
         out.push(c);
     }
     if rv.privileged_creators {
-        if let Some(Value::Array(extra)) = create.content.get("additional_creators") {
+        if let Some(Value::Array(extra)) = create_content.get("additional_creators") {
             out.extend(extra.iter().filter_map(Value::as_str));
         }
     }

@@ -3,7 +3,7 @@
 
 use super::{resolve_snapshots, apply_change, StateStore, StoredEvent};
 use crate::auth::{auth_events_state, auth_types_for_event, check_on_receipt, ReceiptOutcome, StateMap};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::Pdu;
 use crate::room_version::RoomVersion;
 use crate::state_blocks::{Entry, StateHash};
@@ -33,6 +33,19 @@ pub fn admit(
     current: &[i64],
 ) -> Result<Admission> {
     let state_before = state_before(rv, store, prev_states)?;
+    admit_after(rv, store, event, state_before, auth_nids, current)
+}
+
+/// [`admit`] with the state before the event already known: resolved from its prev events, or
+/// supplied by the caller ([`supplied_state`]) where they are not stored.
+pub fn admit_after(
+    rv: &RoomVersion,
+    store: &mut dyn StateStore,
+    event: &StoredEvent,
+    state_before: i64,
+    auth_nids: &[i64],
+    current: &[i64],
+) -> Result<Admission> {
     let outcome = check(rv, store, event, auth_nids, state_before, current)?;
     let (rejection, soft_failure) = match outcome {
         ReceiptOutcome::Accepted => (None, None),
@@ -56,6 +69,36 @@ pub fn state_before(rv: &RoomVersion, store: &mut dyn StateStore, prev_states: &
     } else {
         resolve_snapshots(rv, store, prev_states)
     }
+}
+
+/// The snapshot of a state given as its events (a `send_join` response's `state`, Dendrite's
+/// `StateEventIDs`): each must be a state event, and no two may have the same `(type, state_key)`.
+pub fn supplied_state(rv: &RoomVersion, store: &mut dyn StateStore, event_nids: &[i64]) -> Result<i64> {
+    let events = store.events(event_nids)?;
+    let mut seen: std::collections::HashMap<(i64, i64), &str> = std::collections::HashMap::with_capacity(events.len());
+    let mut entries = Vec::with_capacity(events.len());
+    for ev in &events {
+        let Some(key) = ev.key() else {
+            return Err(Error::invalid(Some("state_event_ids"), format!("{} is not a state event", ev.pdu.event_id)));
+        };
+        if let Some(other) = seen.insert(key, &ev.pdu.event_id) {
+            if other != ev.pdu.event_id {
+                return Err(Error::invalid(
+                    Some("state_event_ids"),
+                    format!(
+                        "{other} and {} are both the state for ({}, {:?}): a state holds one event per type and state key",
+                        ev.pdu.event_id,
+                        ev.pdu.event_type,
+                        ev.pdu.state_key.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+            continue;
+        }
+        entries.push(Entry { type_nid: key.0, state_key_nid: key.1, event_nid: ev.nid });
+    }
+    let empty = state_before(rv, store, &[])?;
+    apply_change(store, empty, entries)
 }
 
 /// The three checks on receipt.

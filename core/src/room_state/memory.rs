@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 
-use super::{admit_batch, Admission, BatchStore, Candidate, KnownEvents, RoomTips, Snapshot, StateStore, StoredEvent};
+use super::{admit_batch, Admission, BatchStore, Candidate, KnownEvent, KnownEvents, Mode, Outcome, RoomTips, Snapshot, StateStore, StoredEvent};
 use crate::error::{Error, Result};
 use crate::event::Pdu;
 use crate::room_version::RoomVersion;
@@ -56,6 +56,12 @@ impl MemoryStore {
         let state_key_nid = pdu.state_key.as_deref().map(|k| Self::nid_for(&mut self.state_keys, k));
         Self::nid_for(&mut self.state_keys, &pdu.sender);
         (type_nid, state_key_nid)
+    }
+
+    /// Whether a stored accepted event with state names `event_id` as a prev event (what the
+    /// shell asks the edges for: the candidate is then no forward extremity).
+    pub fn is_followed(&self, event_id: &str) -> bool {
+        self.events.values().any(|e| e.state_after.is_some() && !e.rejected && !e.soft_failed && e.pdu.prev_events.iter().any(|p| p == event_id))
     }
 
     /// The next free event NID.
@@ -145,6 +151,36 @@ impl BatchStore for MemoryStore {
         let ev = self.events.get(&event_nid).ok_or_else(|| Error::not_found(format!("event NID {event_nid}")))?;
         Ok((ev.rejected || ev.soft_failed).then(|| ev.prev_nids.clone()))
     }
+
+    fn outliers_after(&mut self, events: &[(i64, &str)]) -> Result<Vec<(i64, bool)>> {
+        // What the SQL walk does, by scanning: successors through prev_events that are outliers.
+        let mut reached: BTreeSet<i64> = BTreeSet::new();
+        let mut frontier: Vec<String> = events.iter().map(|(_, id)| (*id).to_owned()).collect();
+        while !frontier.is_empty() {
+            let next: Vec<&Rc<StoredEvent>> = self
+                .events
+                .values()
+                .filter(|e| e.state_after.is_none() && !reached.contains(&e.nid) && e.pdu.prev_events.iter().any(|p| frontier.contains(p)))
+                .collect();
+            frontier = next.iter().map(|e| e.pdu.event_id.clone()).collect();
+            reached.extend(next.iter().map(|e| e.nid));
+        }
+        Ok(reached
+            .into_iter()
+            .map(|n| (n, self.is_followed(&self.events[&n].pdu.event_id)))
+            .collect())
+    }
+
+    fn known_events(&mut self, ids: &[String]) -> Result<Vec<(String, KnownEvent)>> {
+        Ok(ids
+            .iter()
+            .filter_map(|id| {
+                let e = self.events.get(self.ids.get(id)?)?;
+                let k = KnownEvent { nid: e.nid, outlier: e.state_after.is_none(), excluded: e.rejected || e.soft_failed, state_after: e.state_after };
+                Some((id.clone(), k))
+            })
+            .collect())
+    }
 }
 
 /// A room held in memory: events admitted in order, with forward extremities and current state.
@@ -174,29 +210,68 @@ impl MemoryRoom {
     /// Admits a PDU whose prev and auth events are all admitted already, as the extension's
     /// ingest does ([`admit_batch`] with a batch of one).
     pub fn ingest(&mut self, pdu: Pdu) -> Result<Admission> {
-        const ROOM: i64 = 1;
-        let s = &mut self.store;
-        let nid = s.next_event_nid();
-        let (type_nid, state_key_nid) = s.assign_nids(&pdu);
-        let candidate = Candidate { position: 0, room_nid: ROOM, rv: &self.rv, pdu: &pdu, type_nid, state_key_nid, new_nid: Some(nid) };
-        let mut tips: std::collections::HashMap<i64, RoomTips> = std::collections::HashMap::new();
-        tips.insert(ROOM, self.tips.clone());
-        let outcome = admit_batch(s, &[candidate], &mut self.known, &mut tips, false, &|_| false)
-            .map_err(|e| e.error)?
+        let id = pdu.event_id.clone();
+        self.ingest_batch(std::slice::from_ref(&pdu), Mode::Live, None)?
             .pop()
             .flatten()
-            .ok_or_else(|| Error::invalid(None, format!("event {} is admitted already", pdu.event_id)))?;
+            .ok_or_else(|| Error::invalid(None, format!("event {id} is admitted already")))?;
+        Ok(self.admissions[&id].clone())
+    }
+
+    /// Admits a batch in any order in `mode`, the first event with `supplied_state` (event IDs
+    /// of the state before it) when given, as `roomserver.ingest_events` / `ingest_event` do.
+    /// Returns one outcome per PDU; every event that has (or gained) state is in `admissions`.
+    pub fn ingest_batch(&mut self, pdus: &[Pdu], mode: Mode, supplied_state: Option<&[String]>) -> Result<Vec<Option<Outcome>>> {
+        const ROOM: i64 = 1;
+        let supplied: Option<Vec<i64>> = match supplied_state {
+            None => None,
+            Some(ids) => Some(
+                ids.iter()
+                    .map(|id| self.store.ids.get(id).copied().ok_or_else(|| Error::missing_references(format!("state event {id} is not stored"))))
+                    .collect::<Result<_>>()?,
+            ),
+        };
+        let s = &mut self.store;
+        let mut next = s.next_event_nid();
+        let mut candidates = Vec::with_capacity(pdus.len());
+        // NIDs ascend in DAG order, as the shell assigns them: an event's auth events always
+        // have smaller NIDs (state resolution relies on it).
+        let refs: Vec<(&str, i64, Vec<&str>)> = pdus
+            .iter()
+            .map(|p| (p.event_id.as_str(), ROOM, p.prev_events.iter().chain(&p.auth_events).map(String::as_str).collect()))
+            .collect();
+        let order = super::dag_order(&refs);
+        for &i in &order {
+            let pdu = &pdus[i];
+            let (type_nid, state_key_nid) = s.assign_nids(pdu);
+            let new = !self.known.contains_key(&(pdu.event_id.clone(), ROOM));
+            let new_nid = new.then(|| {
+                next += 1;
+                next - 1
+            });
+            let supplied_state = if i == 0 { supplied.as_deref() } else { None };
+            let followed = s.is_followed(&pdu.event_id);
+            candidates.push(Candidate { position: i, room_nid: ROOM, rv: &self.rv, pdu, type_nid, state_key_nid, new_nid, supplied_state, followed });
+        }
+        let mut tips: std::collections::HashMap<i64, RoomTips> = std::collections::HashMap::new();
+        tips.insert(ROOM, self.tips.clone());
+        let batch = admit_batch(s, &candidates, &mut self.known, &mut tips, mode, &|_| false).map_err(|e| e.error)?;
         self.tips = tips.remove(&ROOM).unwrap_or_default();
         self.extremities = self.tips.extremities.keys().copied().collect();
         self.current = self.tips.current;
-        let admission = Admission {
-            state_before: outcome.state_before.expect("admitted with state"),
-            state_after: outcome.state_after.expect("admitted with state"),
-            rejection: outcome.rejection,
-            soft_failure: outcome.soft_failure,
-        };
-        self.admissions.insert(pdu.event_id.clone(), admission.clone());
-        Ok(admission)
+        for o in batch.outcomes.iter().flatten().chain(batch.upgraded.iter().map(|(_, o)| o)) {
+            if let (Some(state_before), Some(state_after)) = (o.state_before, o.state_after) {
+                let id = self.store.events[&o.nid].pdu.event_id.clone();
+                let admission = Admission { state_before, state_after, rejection: o.rejection.clone(), soft_failure: o.soft_failure.clone() };
+                self.admissions.insert(id, admission);
+            }
+        }
+        // Back in the order given.
+        let mut outcomes = vec![None; pdus.len()];
+        for (o, &i) in batch.outcomes.into_iter().zip(&order) {
+            outcomes[i] = o;
+        }
+        Ok(outcomes)
     }
 
     /// A snapshot's state as `(type, state_key) -> event ID`.

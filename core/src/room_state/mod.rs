@@ -5,8 +5,9 @@
 //!
 //! - [`admit`]: the state before an event (its prev event's state, or state resolution of its
 //!   prev events' states), the three checks on receipt, and the state after it.
-//! - [`admit_batch`]: a batch of events in order (auth and prev events looked up, [`admit`] or
-//!   the outlier check, forward extremities, the current state once per room).
+//! - [`admit_batch`]: a batch of events in DAG order ([`dag_order`]; auth and prev events looked
+//!   up, [`admit`] or the outlier check, forward extremities, outliers that can now have their
+//!   state, the current state once per room), live, as outliers or as backfilled history.
 //! - [`resolve_snapshots`]: state resolution of snapshots, reading only the keys that differ.
 
 use std::rc::Rc;
@@ -18,10 +19,12 @@ use crate::state_blocks::{BlockRef, Entry, StateHash};
 mod admit;
 mod batch;
 pub mod memory;
+mod order;
 mod resolve;
 
-pub use admit::{admit, check_outlier, Admission};
-pub use batch::{admit_batch, BatchError, BatchStore, Candidate, KnownEvent, KnownEvents, Outcome, RoomTips};
+pub use admit::{admit, admit_after, check_outlier, supplied_state, Admission};
+pub use batch::{admit_batch, BatchError, BatchOutcome, BatchStore, Candidate, KnownEvent, KnownEvents, Mode, Outcome, RoomTips};
+pub use order::dag_order;
 pub use resolve::{apply_change, resolve_snapshots};
 
 /// An event as state computations need it.

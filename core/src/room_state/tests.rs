@@ -41,7 +41,7 @@ fn many_changes_keep_few_blocks() {
 
 mod batch {
     use super::super::memory::MemoryStore;
-    use super::super::{admit_batch, BatchError, Candidate, KnownEvents, Outcome, RoomTips};
+    use super::super::{admit_batch, dag_order, BatchError, BatchOutcome, Candidate, KnownEvents, Mode, Outcome, RoomTips};
     use crate::error::ErrorKind;
     use crate::event::Pdu;
     use crate::room_version::RoomVersion;
@@ -101,21 +101,37 @@ mod batch {
 
         /// Admits `pdus` as one batch, numbering new events as the shell does.
         fn admit(&mut self, pdus: &[Pdu], as_outliers: bool) -> Result<Vec<Option<Outcome>>, BatchError> {
+            self.admit_as(pdus, if as_outliers { Mode::Outliers } else { Mode::Live }, None).map(|b| b.outcomes)
+        }
+
+        /// Admits `pdus` as one batch in `mode`, the first with `supplied` state (event IDs).
+        fn admit_as(&mut self, pdus: &[Pdu], mode: Mode, supplied: Option<&[&str]>) -> Result<BatchOutcome, BatchError> {
+            let supplied: Option<Vec<i64>> = supplied.map(|ids| ids.iter().map(|id| self.nid(id)).collect());
+            // New NIDs ascend in DAG order, as the shell assigns them.
+            let refs: Vec<(&str, i64, Vec<&str>)> = pdus
+                .iter()
+                .map(|p| (p.event_id.as_str(), ROOM, p.prev_events.iter().chain(&p.auth_events).map(String::as_str).collect()))
+                .collect();
             let mut next = self.store.next_event_nid();
+            let mut new_nids: HashMap<usize, i64> = HashMap::new();
+            for i in dag_order(&refs) {
+                if !self.known.contains_key(&(pdus[i].event_id.clone(), ROOM)) {
+                    new_nids.insert(i, next);
+                    next += 1;
+                }
+            }
             let candidates: Vec<Candidate> = pdus
                 .iter()
                 .enumerate()
                 .map(|(i, p)| {
                     let (type_nid, state_key_nid) = self.store.assign_nids(p);
-                    let new = !self.known.contains_key(&(p.event_id.clone(), ROOM));
-                    let new_nid = new.then(|| {
-                        next += 1;
-                        next - 1
-                    });
-                    Candidate { position: i, room_nid: ROOM, rv: &self.rv, pdu: p, type_nid, state_key_nid, new_nid }
+                    let new_nid = new_nids.get(&i).copied();
+                    let supplied_state = if i == 0 { supplied.as_deref() } else { None };
+                    let followed = self.store.is_followed(&p.event_id);
+                    Candidate { position: i, room_nid: ROOM, rv: &self.rv, pdu: p, type_nid, state_key_nid, new_nid, supplied_state, followed }
                 })
                 .collect();
-            admit_batch(&mut self.store, &candidates, &mut self.known, &mut self.tips, as_outliers, &|id| self.elsewhere.iter().any(|e| e == id))
+            admit_batch(&mut self.store, &candidates, &mut self.known, &mut self.tips, mode, &|id| self.elsewhere.iter().any(|e| e == id))
         }
 
         fn nid(&self, id: &str) -> i64 {
@@ -224,5 +240,150 @@ mod batch {
         crossed.event_id = "$crossed_unknown".into();
         crossed.auth_events.push("$nowhere".into());
         assert_eq!(b.admit(&[crossed], false).unwrap_err().error.kind, ErrorKind::MissingReferences);
+    }
+
+    /// A batch given in reverse order (as /backfill lists it) is admitted in DAG order.
+    #[test]
+    fn a_batch_in_any_order_is_admitted_in_dag_order() {
+        let room = forked_room();
+        let mut ordered = Batch::new();
+        ordered.admit(&room, false).unwrap();
+        let mut reversed = Batch::new();
+        let rev: Vec<Pdu> = room.iter().rev().cloned().collect();
+        let out = reversed.admit(&rev, false).unwrap();
+        assert!(out.iter().all(|o| o.as_ref().is_some_and(|o| o.rejection.is_none() && !o.outlier)), "{out:?}");
+        let state = |b: &Batch| b.store.full_state(b.tips[&ROOM].current.unwrap()).unwrap().len();
+        assert_eq!(state(&reversed), state(&ordered));
+        assert_eq!(reversed.extremities(), vec![reversed.nid("$merge")]);
+        // Auth events have smaller NIDs than the events citing them (resolution relies on it).
+        for p in &room {
+            for a in &p.auth_events {
+                assert!(reversed.nid(a) < reversed.nid(&p.event_id), "{a} before {}", p.event_id);
+            }
+        }
+    }
+
+    /// Joining part-way through: the auth chain and state as outliers, then the event with the
+    /// state before it given; its prev events are not stored, later events build on it.
+    #[test]
+    fn an_event_with_supplied_state_needs_no_prev_events() {
+        let room = forked_room();
+        let mut full = Batch::new();
+        full.admit(&room, false).unwrap();
+        let mut b = Batch::new();
+        // The state before $merge: create, join, the topic.
+        b.admit(&[room[3].clone(), room[1].clone(), room[0].clone()], true).unwrap();
+        let state = ["$create", "$join", "$left"];
+        let out = b.admit_as(&room[5..6], Mode::Live, Some(&state)).unwrap().outcomes;
+        let merge = out[0].clone().unwrap();
+        assert!(merge.rejection.is_none() && !merge.outlier && merge.state_before.is_some(), "{merge:?}");
+        let ids = |b: &Batch, snap: i64| -> Vec<String> {
+            let mut v: Vec<String> =
+                b.store.full_state(snap).unwrap().iter().map(|e| b.store.event_by_nid(e.event_nid).unwrap().pdu.event_id.clone()).collect();
+            v.sort();
+            v
+        };
+        let full_merge = full.known[&("$merge".to_owned(), ROOM)].state_after.unwrap();
+        assert_eq!(ids(&b, merge.state_after.unwrap()), ids(&full, full_merge));
+        // It is the room's extremity and current state; its stored prev ($left, an outlier)
+        // does not stay one.
+        assert_eq!(b.extremities(), vec![b.nid("$merge")]);
+        assert_eq!(b.tips[&ROOM].current, merge.state_after);
+        let next = pdu("$after", "m.room.message", None, json!({"body": "after"}), &["$merge"], &["$create", "$join"], 6);
+        assert!(b.admit(&[next], false).unwrap()[0].as_ref().unwrap().rejection.is_none());
+        assert_eq!(b.extremities(), vec![b.nid("$after")]);
+        // A state that is not one: a message in it, or two events for one key.
+        let mut bad = room[5].clone();
+        bad.event_id = "$bad".into();
+        b.admit(&room[2..3], true).unwrap();
+        let e = b.admit_as(&[bad.clone()], Mode::Live, Some(&["$create", "$m1"])).unwrap_err();
+        assert_eq!(e.error.kind, ErrorKind::InvalidParameter);
+        assert!(e.error.message.contains("$m1 is not a state event"), "{}", e.error.message);
+        let mut other_topic = room[3].clone();
+        other_topic.event_id = "$left2".into();
+        b.admit(&[other_topic], true).unwrap();
+        let e = b.admit_as(&[bad], Mode::Live, Some(&["$create", "$left", "$left2"])).unwrap_err();
+        assert!(e.error.message.contains("both the state for (m.room.topic"), "{}", e.error.message);
+    }
+
+    /// Backfilled history, newest first and in pieces: events whose prev events are not stored
+    /// yet are outliers, and get their state once the history before them arrives; none of it
+    /// moves the extremities or the current state.
+    #[test]
+    fn backfilled_events_get_their_state_when_the_history_before_them_arrives() {
+        let room = forked_room();
+        let mut full = Batch::new();
+        full.admit(&room, false).unwrap();
+        let mut b = Batch::new();
+        b.admit(&[room[3].clone(), room[1].clone(), room[0].clone()], true).unwrap();
+        b.admit_as(&room[5..6], Mode::Live, Some(&["$create", "$join", "$left"])).unwrap();
+        let tips = b.tips.clone();
+        // The newest history first: $left (a stored outlier) and $right, whose prev $m1 is unknown.
+        let first = b.admit_as(&[room[4].clone(), room[3].clone()], Mode::Backfilled, None).unwrap();
+        let right = first.outcomes[0].clone().unwrap();
+        assert!(right.outlier && right.state_after.is_none(), "{right:?}");
+        assert_eq!(first.outcomes[1], None, "a stored outlier that still cannot have state");
+        assert!(first.upgraded.is_empty());
+        // Then the rest, newest first: everything gets its state.
+        let rest = b.admit_as(&[room[2].clone(), room[1].clone(), room[0].clone()], Mode::Backfilled, None).unwrap();
+        // $create and $join were outliers: upgraded in the batch; $m1 is new.
+        assert!(rest.outcomes[0].as_ref().is_some_and(|o| !o.upgrade && o.state_after.is_some()));
+        assert!(rest.outcomes[1].as_ref().is_some_and(|o| o.upgrade && o.state_after.is_some()));
+        // $left and $right (stored outliers) follow $m1: upgraded.
+        let mut upgraded: Vec<i64> = rest.upgraded.iter().map(|(_, o)| o.nid).collect();
+        upgraded.sort();
+        assert_eq!(upgraded, vec![b.nid("$left"), b.nid("$right")]);
+        assert!(rest.upgraded.iter().all(|(_, o)| o.upgrade && o.rejection.is_none() && o.state_after.is_some()));
+        for id in ["$create", "$join", "$m1", "$left", "$right", "$merge"] {
+            let k = &b.known[&(id.to_owned(), ROOM)];
+            assert!(!k.outlier, "{id} still an outlier");
+            let f = &full.known[&(id.to_owned(), ROOM)];
+            let entries = |bb: &Batch, snap: i64| -> Vec<String> {
+                let mut v: Vec<String> =
+                    bb.store.full_state(snap).unwrap().iter().map(|e| bb.store.event_by_nid(e.event_nid).unwrap().pdu.event_id.clone()).collect();
+                v.sort();
+                v
+            };
+            assert_eq!(entries(&b, k.state_after.unwrap()), entries(&full, f.state_after.unwrap()), "{id}");
+        }
+        assert_eq!(b.tips, tips, "backfilled events never move the extremities or the current state");
+    }
+
+    /// Live: an event stored as an outlier because its prev events were missing gets its state
+    /// once they arrive (get_missing_events filled the gap) and becomes the extremity.
+    #[test]
+    fn a_live_outlier_gets_its_state_and_becomes_the_extremity_when_its_gap_is_filled() {
+        let room = forked_room();
+        let mut b = Batch::new();
+        b.admit(&room[..3], false).unwrap();
+        b.admit(&room[5..6], true).unwrap();
+        let filled = b.admit_as(&room[3..5], Mode::Live, None).unwrap();
+        assert_eq!(filled.upgraded.len(), 1, "{filled:?}");
+        let (_, merge) = &filled.upgraded[0];
+        assert!(merge.upgrade && merge.rejection.is_none() && merge.state_after.is_some());
+        assert_eq!(b.extremities(), vec![b.nid("$merge")]);
+        assert_eq!(b.tips[&ROOM].current, merge.state_after);
+        // Sent again: a duplicate.
+        assert_eq!(b.admit(&room[5..6], false).unwrap(), vec![None]);
+    }
+
+    /// Filling the gap before an event stored with supplied state, live: the filled events get
+    /// their state but are no forward extremities (an event with state follows them), as in
+    /// Synapse's `_calculate_new_extremities`; the history outliers after them likewise.
+    #[test]
+    fn events_filling_a_gap_before_a_stated_event_are_no_extremities() {
+        let room = forked_room();
+        let mut b = Batch::new();
+        b.admit(&room[..2], false).unwrap();
+        b.admit(&room[3..4], true).unwrap();
+        b.admit_as(&room[5..6], Mode::Live, Some(&["$create", "$join", "$left"])).unwrap();
+        // $join has no known successor yet.
+        assert_eq!(b.extremities(), vec![b.nid("$join"), b.nid("$merge")]);
+        // $m1 and $right arrive live (get_missing_events): $right is followed by $merge; the
+        // outlier $left (followed by $merge too) gets its state; neither becomes an extremity.
+        let out = b.admit_as(&room[2..5].iter().filter(|p| p.event_id != "$left").cloned().collect::<Vec<_>>(), Mode::Live, None).unwrap();
+        assert!(out.outcomes.iter().all(|o| o.as_ref().is_some_and(|o| o.state_after.is_some() && o.rejection.is_none())), "{out:?}");
+        assert_eq!(out.upgraded.iter().map(|(_, o)| o.nid).collect::<Vec<_>>(), vec![b.nid("$left")]);
+        assert_eq!(b.extremities(), vec![b.nid("$merge")], "only the merge is a tip");
     }
 }

@@ -36,6 +36,30 @@ const ROOM_CONTEXTS: Statement = Statement {
     mutating: false,
 };
 
+// The events among $1 that a stored accepted event with state names as a prev event: through a
+// reference still pending on the ID (a new event that fills a gap), or a resolved one (a stored
+// outlier sent again). They are no forward extremities.
+const FOLLOWED: Statement = Statement {
+    name: "ingest.followed",
+    sql: "SELECT t.id FROM unnest($1::text[]) AS t(id)
+          WHERE EXISTS (SELECT 1 FROM roomserver.event_edges ed
+                        JOIN roomserver.stored_events s ON s.room_nid = ed.room_nid AND s.event_nid = ed.event_nid
+                        WHERE ed.target_event_id = t.id AND ed.target_nid IS NULL AND ed.room_nid = ANY ($2) AND ed.kind = 'p'
+                          AND NOT s.outlier AND s.rejection IS NULL AND s.soft_failure IS NULL)
+             OR EXISTS (SELECT 1 FROM roomserver.stored_events x
+                        JOIN roomserver.event_edges ed ON ed.room_nid = x.room_nid AND ed.target_nid = x.event_nid AND ed.kind = 'p'
+                        JOIN roomserver.stored_events s ON s.room_nid = ed.room_nid AND s.event_nid = ed.event_nid
+                        WHERE x.event_id = t.id AND x.room_nid = ANY ($2)
+                          AND NOT s.outlier AND s.rejection IS NULL AND s.soft_failure IS NULL)",
+    args: &[TEXT_ARRAY, INT8_ARRAY],
+    mutating: false,
+};
+
+/// The batch's events that stored events with state follow already (see FOLLOWED).
+pub fn followed_events(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids: Vec<i64>) -> std::collections::HashSet<String> {
+    query(client, &FOLLOWED, &[ids.into(), room_nids.into()], |r| r.value::<String>(1, "event_id")).into_iter().collect()
+}
+
 /// Stored events by ID: those of `room_nids`, and (event ID -> room ID) those of other rooms.
 pub fn known_events(client: &mut pgrx::spi::SpiClient<'_>, ids: Vec<String>, room_nids: Vec<i64>) -> (KnownEvents, HashMap<String, String>) {
     let (mut known, mut elsewhere) = (KnownEvents::new(), HashMap::new());

@@ -12,7 +12,7 @@
 //! Malformed input is refused before the first write, and an ERROR undoes everything, so bad
 //! input leaves the database as it was.
 
-mod context;
+pub(crate) mod context;
 mod nids;
 mod prepare;
 mod write;
@@ -23,7 +23,7 @@ use pgrx::prelude::*;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::{pg_sys, PgLogLevel, PgSqlErrorCode};
 use roomserver_core::{nid_set, Error};
-use roomserver_core::room_state::{admit_batch, Candidate, Outcome};
+use roomserver_core::room_state::{admit_batch, dag_order, Candidate, Mode, Outcome};
 use serde_json::{json, Value};
 
 use crate::errors::raise;
@@ -62,7 +62,16 @@ impl Call {
 /// predate it: a row that ingest would write then already exists, invisible, and its unique
 /// index raises 23505. That is a serialization failure like any other, so it is raised as
 /// `40001` and the caller retries the transaction.
-pub fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, call: Call) -> Vec<Value> {
+/// How to ingest, beyond the PDUs: the room version while the room is unknown, the mode
+/// (live, outliers, backfilled history), and the state before a single event whose prev events
+/// are not stored (joining a room part-way through its history).
+pub struct Options<'a> {
+    pub requested: Option<&'a str>,
+    pub mode: Mode,
+    pub state_event_ids: Option<Vec<String>>,
+}
+
+pub fn ingest(items: Vec<Value>, options: Options<'_>, call: Call) -> Vec<Value> {
     let context = call.name();
     // SAFETY: plain reads of backend globals.
     let (in_recovery, read_only, snapshot_per_xact) =
@@ -74,9 +83,9 @@ pub fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, call
             .report(PgLogLevel::ERROR);
     }
     if !snapshot_per_xact {
-        return ingest_locked(items, requested, as_outlier, call);
+        return ingest_locked(items, &options, call);
     }
-    PgTryBuilder::new(move || ingest_locked(items, requested, as_outlier, call))
+    PgTryBuilder::new(move || ingest_locked(items, &options, call))
         .catch_when(PgSqlErrorCode::ERRCODE_UNIQUE_VIOLATION, |e| {
             let detail = match &e {
                 pg_sys::panic::CaughtError::PostgresError(r) | pg_sys::panic::CaughtError::ErrorReport(r) => r.message().to_owned(),
@@ -95,8 +104,9 @@ pub fn ingest(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, call
         .execute()
 }
 
-fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, call: Call) -> Vec<Value> {
+fn ingest_locked(items: Vec<Value>, options: &Options<'_>, call: Call) -> Vec<Value> {
     let context = call.name();
+    let requested = options.requested;
     Spi::connect_mut(|client| {
         let mut nids = nids::Nids::lookup(client, &items);
         let prepared: Vec<Prepared> = prepare::prepare(&items, &mut nids, requested, call);
@@ -114,14 +124,32 @@ fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, c
             }),
         );
 
+        // In DAG order from here on: new NIDs ascend in it, so an event's auth events always have
+        // smaller NIDs than it (state resolution relies on it), whatever order the batch came in.
+        let refs: Vec<(&str, i64, Vec<&str>)> = fresh
+            .iter()
+            .map(|p| {
+                let pdu = &p.form.pdu;
+                (pdu.event_id.as_str(), nids.rooms[&pdu.room_id], pdu.prev_events.iter().chain(&pdu.auth_events).map(String::as_str).collect())
+            })
+            .collect();
+        let fresh: Vec<&Prepared> = dag_order(&refs).into_iter().map(|i| fresh[i]).collect();
+
         let mut wanted: Vec<String> = Vec::new();
         for p in &fresh {
             wanted.push(p.form.pdu.event_id.clone());
             wanted.extend(p.form.edges.iter().map(|e| e.target_event_id.clone()));
         }
+        let mut supplied_ids: Vec<String> = options.state_event_ids.clone().unwrap_or_default();
+        supplied_ids.sort();
+        supplied_ids.dedup();
+        wanted.extend(supplied_ids.iter().cloned());
         wanted.sort();
         wanted.dedup();
         let (mut known, elsewhere) = context::known_events(client, wanted, room_nids.clone());
+        let supplied: Option<Vec<i64>> = options.state_event_ids.as_ref().and_then(|_| fresh.first()).map(|p| {
+            supplied_state_nids(&supplied_ids, nids.rooms[&p.form.pdu.room_id], &known, &elsewhere, &call.at(p.position))
+        });
         // An event ID names one event (room versions 1-2 carry their IDs in the PDU, so another
         // room's event can claim one): a new event under an ID stored in another room is refused.
         for p in &fresh {
@@ -138,6 +166,12 @@ fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, c
                 }
             }
         }
+        // Only live events move the extremities.
+        let followed = if options.mode == Mode::Live {
+            context::followed_events(client, fresh.iter().map(|p| p.form.pdu.event_id.clone()).collect(), room_nids.clone())
+        } else {
+            Default::default()
+        };
         let stored_tips = context::room_tips(client, room_nids);
         let mut tips = stored_tips.clone();
 
@@ -159,16 +193,28 @@ fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, c
                     type_nid: nids.types[&pdu.event_type],
                     state_key_nid: pdu.state_key.as_deref().map(|k| nids.key(r, k)),
                     new_nid: if *new { Some(new_nids.next().expect("one NID per new event")) } else { None },
+                    supplied_state: supplied.as_deref(),
+                    followed: followed.contains(&pdu.event_id),
                 }
             })
             .collect();
 
         let mut store = SpiStateStore::new(client);
-        let outcomes: Vec<Option<Outcome>> = admit_batch(&mut store, &candidates, &mut known, &mut tips, as_outlier, &|id| elsewhere.contains_key(id))
+        let batch = admit_batch(&mut store, &candidates, &mut known, &mut tips, options.mode, &|id| elsewhere.contains_key(id))
             .unwrap_or_else(|e| raise(e.error, &e.position.map_or_else(|| context.to_owned(), |i| call.at(i))));
+        let outcomes: Vec<Option<Outcome>> = batch.outcomes;
         let client = store.client();
 
-        let writes = rows(&fresh, &outcomes, &nids, &known);
+        let mut writes = rows(&fresh, &outcomes, &nids, &known);
+        // Stored outliers that gained their state because the history before them arrived.
+        writes.upgrades.extend(batch.upgraded.iter().map(|(room_nid, o)| OutlierUpgrade {
+            room_nid: *room_nid,
+            event_nid: o.nid,
+            rejection: o.rejection.clone(),
+            soft_failure: o.soft_failure.clone(),
+            state_before: o.state_before,
+            state_after: o.state_after,
+        }));
         writes.execute(client);
         write::write_tips(client, &stored_tips, &tips);
 
@@ -195,6 +241,41 @@ fn ingest_locked(items: Vec<Value>, requested: Option<&str>, as_outlier: bool, c
             })
             .collect()
     })
+}
+
+/// The NIDs of the events given as the state before an event (`state_event_ids`): each must be
+/// stored in the event's room.
+fn supplied_state_nids(
+    ids: &[String],
+    room_nid: i64,
+    known: &roomserver_core::room_state::KnownEvents,
+    elsewhere: &HashMap<String, String>,
+    context: &str,
+) -> Vec<i64> {
+    let mut nids = Vec::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    for id in ids {
+        match known.get(&(id.clone(), room_nid)) {
+            Some(k) => nids.push(k.nid),
+            None => match elsewhere.get(id) {
+                Some(other) => raise(
+                    Error::invalid(Some("state_event_ids"), format!("state event {id} belongs to room {other}, not the event's room")),
+                    context,
+                ),
+                None => missing.push(id.as_str()),
+            },
+        }
+    }
+    if !missing.is_empty() {
+        raise(
+            Error::missing_references(format!(
+                "state_event_ids names events that are not stored: {}; store them first (as outliers)",
+                missing.join(", ")
+            )),
+            context,
+        );
+    }
+    nids
 }
 
 /// The rows the admitted events become.
@@ -234,6 +315,13 @@ fn rows(fresh: &[&Prepared], outcomes: &[Option<Outcome>], nids: &nids::Nids, kn
             state_after: o.state_after,
             auth_chain: o.stored_auth_chain.as_ref().map(|c| nid_set::encode(c.iter().copied())),
         });
+        // The target as stored (the remainder: a redaction stored redacted for a bad content
+        // hash has lost a top-level redacts), whatever the outcome: applied or not is read time's.
+        if f.pdu.event_type == "m.room.redaction" {
+            if let Some(target) = f.rest.as_object().and_then(|rest| roomserver_core::redaction::target_of(rest, &p.rv)) {
+                w.redactions.push(write::RedactionRow { room_nid: r, redaction_nid: o.nid, target_event_id: target.to_owned() });
+            }
+        }
         for edge in &f.edges {
             let target = known.get(&(edge.target_event_id.clone(), r)).map(|k| k.nid);
             w.edges.push(EdgeRow {

@@ -49,6 +49,15 @@ const INSERT_EDGES: Statement = Statement {
     mutating: true,
 };
 
+// The targets of the new m.room.redaction events (applied or not is decided at read time).
+const INSERT_REDACTIONS: Statement = Statement {
+    name: "ingest.insert_redactions",
+    sql: "INSERT INTO roomserver.event_redactions (room_nid, redaction_nid, target_event_id)
+          SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[])",
+    args: &[INT8_ARRAY, INT8_ARRAY, TEXT_ARRAY],
+    mutating: true,
+};
+
 // Earlier events that referenced the new ones before they were known.
 const RESOLVE_PENDING: Statement = Statement {
     name: "ingest.resolve_pending",
@@ -129,12 +138,20 @@ pub struct EdgeRow {
     pub ref_hashes: Option<String>,
 }
 
+/// A new row of `roomserver.event_redactions`: a new m.room.redaction event and the event it names.
+pub struct RedactionRow {
+    pub room_nid: i64,
+    pub redaction_nid: i64,
+    pub target_event_id: String,
+}
+
 /// Everything the batch writes.
 #[derive(Default)]
 pub struct Writes {
     pub events: Vec<EventRow>,
     pub upgrades: Vec<OutlierUpgrade>,
     pub edges: Vec<EdgeRow>,
+    pub redactions: Vec<RedactionRow>,
 }
 
 /// One column of `rows` as a statement argument.
@@ -194,6 +211,11 @@ impl Writes {
                 column(ed, |r| r.ref_hashes.clone()),
             ];
             execute(client, &INSERT_EDGES, &args, |_| ());
+        }
+        let rd = &self.redactions;
+        if !rd.is_empty() {
+            let args = [column(rd, |r| r.room_nid), column(rd, |r| r.redaction_nid), column(rd, |r| r.target_event_id.clone())];
+            execute(client, &INSERT_REDACTIONS, &args, |_| ());
         }
         if !ev.is_empty() {
             let args = [column(ev, |r| r.room_nid), column(ev, |r| r.event_id.clone()), column(ev, |r| r.event_nid)];

@@ -27,9 +27,11 @@ JOIN unnest(ARRAY[:'join_rules_id', :'topic_id', :'message_id']) WITH ORDINALITY
 ORDER BY n;
 SELECT kind, position, known FROM roomserver.event_references
 WHERE event_id = :'merge_id' ORDER BY kind DESC, position;
--- Its prev events known, the outlier is ingested again and gets its state.
-SELECT r->'outlier' AS outlier, r->'duplicate' AS duplicate FROM roomserver.ingest_event(:'merge') AS r;
+-- Its prev events arrived, so the outlier got its state with them (the gap before it is
+-- filled) and is the room's forward extremity; sent again, it is a duplicate.
 SELECT event_id = :'merge_id' AS is_merge, outlier, rejected FROM roomserver.events WHERE event_id = :'merge_id';
+SELECT array_agg(e) = ARRAY[:'merge_id'] AS merge_is_the_extremity FROM roomserver.forward_extremities('!demo:example.org') e;
+SELECT r->'outlier' AS outlier, r->'duplicate' AS duplicate FROM roomserver.ingest_event(:'merge') AS r;
 
 -- Ingesting the same PDU again changes nothing and returns the same NID.
 SELECT (roomserver.ingest_event(:'topic')->>'event_nid')::bigint = roomserver.event_nid(:'topic_id') AS same_nid,

@@ -53,7 +53,8 @@ SELECT roomserver.missing_events(roomserver.pdu(:'latest'));
 SELECT * FROM roomserver.backward_extremities(:'room_id');
 
 -- History visibility per requesting server: the sample room is 'shared', so every server sees
--- everything. Switch to 'joined' in a copy of the state (a new event) and ask again.
+-- everything (redacted: only the events its three redactions apply to, for every server alike).
+-- Switch to 'joined' in a copy of the state (a new event) and ask again.
 SELECT jsonb_agg(DISTINCT r) AS redacted FROM pg_temp.show((roomserver.backfill(:'room_id', ARRAY[:'latest'], 100, 'stranger.example'))->'pdus') s, LATERAL (SELECT s.redacted) x(r);
 SELECT sender AS creator FROM roomserver.events WHERE room_id = :'room_id' AND type = 'm.room.create' \gset
 SELECT jsonb_agg(event_id) AS auth FROM roomserver.current_state WHERE room_id = :'room_id'

@@ -28,7 +28,7 @@ SELECT count(*) AS as_role_without_select FROM roomserver.snapshot_entries(:room
 RESET ROLE;
 DROP OWNED BY regress_cache_nosel;
 DROP ROLE regress_cache_nosel;
-TRUNCATE roomserver.rooms, roomserver.event_state_keys, roomserver.stored_events, roomserver.event_edges,
+TRUNCATE roomserver.rooms, roomserver.event_state_keys, roomserver.stored_events, roomserver.event_edges, roomserver.event_redactions,
          roomserver.state_blocks, roomserver.state_snapshots, roomserver.extremities RESTART IDENTITY;
 
 -- A whole transaction rolled back: its events and states are gone, and the cache forgets them.
@@ -50,7 +50,7 @@ SELECT (SELECT string_agg(digest, ',' ORDER BY room_id) FROM pg_temp.states()) =
 
 -- TRUNCATE with RESTART IDENTITY: the sample room now gets the NIDs room A had. The cache must
 -- not hand out room A's blocks for them.
-TRUNCATE roomserver.rooms, roomserver.event_state_keys, roomserver.stored_events, roomserver.event_edges,
+TRUNCATE roomserver.rooms, roomserver.event_state_keys, roomserver.stored_events, roomserver.event_edges, roomserver.event_redactions,
          roomserver.state_blocks, roomserver.state_snapshots, roomserver.extremities RESTART IDENTITY;
 SELECT count(*) AS sample_loaded FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM regress.sample));
 CREATE TEMP TABLE sample_state AS SELECT * FROM pg_temp.states();
