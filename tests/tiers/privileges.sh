@@ -104,6 +104,7 @@ SELECT CASE
                                WHEN typ = 'regrole'::regtype THEN 'plain_role'
                                WHEN c = 'N' THEN '0'
                                WHEN c = 'D' THEN 'epoch'
+                               WHEN c = 'T' THEN '0'
                                ELSE '' END, format_type(typ, NULL))
     END
 FROM (SELECT typcategory AS c FROM pg_type WHERE oid = typ) x
@@ -193,7 +194,7 @@ CREATE TEMP TABLE r (category text, object text, got text, want text);
 INSERT INTO r
 SELECT 'function', f.sig, t.probe(f.stmt),
        CASE WHEN :'kind' = 'none' THEN '42501'
-            WHEN f.proname IN ('ingest_event', 'ingest_events') THEN CASE :'kind' WHEN 'writer' THEN '!42501' ELSE '42501' END
+            WHEN f.proname IN ('ingest_event', 'ingest_events', 'purge_redacted_content') THEN CASE :'kind' WHEN 'writer' THEN '!42501' ELSE '42501' END
             WHEN f.provolatile = 'v' THEN '42501'
             ELSE '!42501' END
 FROM (SELECT p.oid::regprocedure::text AS sig, p.proname, p.provolatile,
@@ -472,4 +473,4 @@ if [ "$failures" -ne 0 ]; then
     echo "FAIL: privileges: $failures failed checks" >&2
     exit 1
 fi
-echo "PASS: privileges: nothing granted to PUBLIC, readers read, writers ingest and nothing more, no planted function runs inside the extension (modes: $MODES)"
+echo "PASS: privileges: nothing granted to PUBLIC, readers read, writers ingest and purge redacted content and nothing more, no planted function runs inside the extension (modes: $MODES)"
