@@ -4,6 +4,7 @@
 #                          differential test of state resolution against Synapse from PyPI
 #   2. cargo pgrx test   — #[pg_test]s inside PostgreSQL 15
 #   3. pg_regress        — tests/pg_regress/sql vs expected, the SQL surface as a DBA types it,
+#                          the front end (roomserver-http) over the installed extension,
 #                          plus the concurrency tests (several sessions at once: NID assignment,
 #                          REPEATABLE READ duplicates, two-call transactions vs a new sender)
 #   4. storage tiers     — upgrade from every earlier release build, privileges and search_path, pg_dump and
@@ -19,7 +20,7 @@ chmod 755 "$WORK"
 cleanup() { stop_cluster; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-log "tier 1/4: cargo test (pure core, room generator)"
+log "tier 1/4: cargo test (pure core, room generator, front end units)"
 cargo test --workspace --exclude pg_roomserver
 
 log "tier 1/4: differential test of state resolution against Synapse (PyPI)"
@@ -69,6 +70,11 @@ log "concurrency: REPEATABLE READ sessions ingesting the same events (40001, nev
 bash tests/concurrency/rr_duplicate.sh
 log "concurrency: a two-call transaction against a call introducing a new sender (no deadlock)"
 bash tests/concurrency/deadlock_two_calls.sh
+log "front end: roomserver-http over the installed extension, a signed test client on loopback TLS"
+psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS roomserver_http_test" -c "CREATE DATABASE roomserver_http_test"
+psql -X -q -v ON_ERROR_STOP=1 -d roomserver_http_test -c "CREATE EXTENSION pg_roomserver"
+ROOMSERVER_TEST_DATABASE_URL="host=$PGHOST port=$PGPORT user=postgres dbname=roomserver_http_test" \
+    cargo test -p roomserver-http --test federation_pg -- --ignored
 log "demo: scripts/demo.sh on the installed build (it checks its own answers)"
 bash scripts/demo.sh --installed >"$WORK/demo.txt" 2>&1 || { cat "$WORK/demo.txt" >&2; exit 1; }
 

@@ -1,17 +1,10 @@
 //! Rule "If any signature in `signed` matches any public key in the `m.room.third_party_invite`
 //! event, allow": ed25519 over the canonical JSON of `signed` without `signatures`.
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
-use base64::Engine;
 use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde_json::{Map, Value};
 
-use crate::canonical_json::to_canonical_bytes;
-
-fn decode_b64(s: &str) -> Option<Vec<u8>> {
-    // Keys and signatures are unpadded base64 in the spec; accept padded and URL-safe forms too.
-    [&STANDARD_NO_PAD, &STANDARD, &URL_SAFE_NO_PAD, &URL_SAFE].iter().find_map(|e| e.decode(s).ok())
-}
+use crate::signing::{decode_base64 as decode_b64, signed_bytes};
 
 /// The public keys of an `m.room.third_party_invite` content: `public_key` and
 /// `public_keys[].public_key`.
@@ -37,10 +30,8 @@ pub(super) fn signed_by_invite_keys(signed: &Map<String, Value>, invite: &Map<St
     if keys.is_empty() {
         return false;
     }
-    let mut unsigned = signed.clone();
-    let Some(Value::Object(signatures)) = unsigned.remove("signatures") else { return false };
-    unsigned.remove("unsigned");
-    let Ok(message) = to_canonical_bytes(&Value::Object(unsigned)) else { return false };
+    let Some(Value::Object(signatures)) = signed.get("signatures") else { return false };
+    let Ok(message) = signed_bytes(signed) else { return false };
     signatures
         .values()
         .filter_map(Value::as_object)

@@ -1,0 +1,285 @@
+//! The federation read endpoints (README "Federation endpoints"), each one SQL statement: the
+//! check that the requesting server is in the room, and the endpoint's function, whose jsonb
+//! answer is the response body as it stands.
+//!
+//! "In the room" is a joined member of the origin's server in the room's current state, by
+//! `roomserver_internal.server_name_of` (what follows the user ID's first ':'). The extension
+//! has no function for it yet, so the query over `roomserver.room_members` is written here; it
+//! reads the room's whole current state (cached per backend), which a dedicated SQL helper should
+//! replace. Reads go to a replica when one is configured.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::response::Response;
+use axum::Extension;
+use serde_json::Value;
+use tokio_postgres::types::ToSql;
+
+use crate::errors::{ApiError, Call};
+use crate::routes::{json_text, AppState, JsonBody, Origin};
+
+/// `$1` (the origin) has a joined member in room `$2`'s current state.
+macro_rules! origin_in_room {
+    ($room:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM roomserver.room_members m WHERE m.room_id = ",
+            $room,
+            " AND m.membership = 'join'",
+            // The suffix test is implied by server_name_of's and cheap, so it goes first.
+            " AND right(m.user_id, length($1) + 1) = ':' || $1",
+            " AND roomserver_internal.server_name_of(m.user_id) = $1)"
+        )
+    };
+}
+
+/// A room read: `(in_room, body)`, the function called only when the origin is in the room.
+macro_rules! room_read {
+    ($call:literal) => {
+        concat!(
+            "SELECT s.in_room, CASE WHEN s.in_room THEN ",
+            $call,
+            "::text END FROM (SELECT ",
+            origin_in_room!("$2"),
+            " AS in_room) s"
+        )
+    };
+}
+
+const BACKFILL: &str = room_read!("roomserver.backfill($2, $3::text[], $4::integer, $1)");
+const GET_MISSING_EVENTS: &str =
+    room_read!("roomserver.get_missing_events($2, $3::text[], $4::text[], $5::integer, $6::bigint, $1)");
+const FORWARDS_FILL: &str = room_read!("roomserver.forwards_fill($2, $3::text[], $4::integer, $1)");
+const STATE_IDS: &str = room_read!("roomserver.state_ids($2, $3::text)");
+const STATE: &str = room_read!("roomserver.state($2, $3::text)");
+const EVENT_AUTH: &str = room_read!("roomserver.event_auth($2, $3::text)");
+const TIMESTAMP_TO_EVENT: &str = room_read!("roomserver.timestamp_to_event($2, $3::bigint, $4::text)");
+/// `(known, in_room, body)` for event `$2`, whose room is looked up first.
+const EVENT: &str = concat!(
+    "SELECT r.room_id IS NOT NULL, r.in_room, CASE WHEN r.in_room THEN roomserver.event($2, $1)::text END FROM (",
+    "SELECT e.room_id, ",
+    origin_in_room!("e.room_id"),
+    " AS in_room FROM (SELECT (SELECT ev.room_id FROM roomserver.events ev WHERE ev.event_id = $2 LIMIT 1) AS room_id) e) r"
+);
+
+fn not_in_room() -> ApiError {
+    ApiError::forbidden("Host not in room")
+}
+
+/// Runs a prepared room read; 403 when the origin is not in the room.
+async fn room_read(state: &AppState, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Response, ApiError> {
+    let client = state.db.reader().await?;
+    let statement = client.prepare_cached(sql).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let row = client.query_one(&statement, params).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let in_room: bool = row.get(0);
+    let body: Option<String> = row.get(1);
+    match (in_room, body) {
+        (true, Some(body)) => Ok(json_text(body)),
+        (true, None) => Err(ApiError::internal("a federation function returned NULL")),
+        (false, _) => Err(not_in_room()),
+    }
+}
+
+/// The query string's parameters, decoded.
+fn query_pairs(query: &Option<String>) -> Vec<(String, String)> {
+    query.as_deref().map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default()
+}
+
+fn all_of(pairs: &[(String, String)], name: &str) -> Vec<String> {
+    pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+}
+
+fn one_of<'a>(pairs: &'a [(String, String)], name: &str) -> Result<&'a str, ApiError> {
+    let mut values = pairs.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    match (values.next(), values.next()) {
+        (Some(v), None) => Ok(v),
+        (None, _) => Err(ApiError::missing_param(format!("Missing query parameter {name:?}"))),
+        (Some(_), Some(_)) => Err(ApiError::invalid_param(format!("Query parameter {name:?} given more than once"))),
+    }
+}
+
+/// A positive `limit`; the SQL functions clamp it to 1000, so anything larger is that.
+fn limit(value: &str) -> Result<i32, ApiError> {
+    match value.parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n.min(i32::MAX as i64) as i32),
+        _ => Err(ApiError::invalid_param(format!("limit must be a positive integer, not {value:?}"))),
+    }
+}
+
+fn nonempty(values: Vec<String>, name: &str) -> Result<Vec<String>, ApiError> {
+    if values.is_empty() {
+        Err(ApiError::missing_param(format!("Missing query parameter {name:?}")))
+    } else {
+        Ok(values)
+    }
+}
+
+pub async fn backfill(
+    State(state): State<Arc<AppState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(room_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(&query);
+    let v = nonempty(all_of(&pairs, "v"), "v")?;
+    let limit = limit(one_of(&pairs, "limit")?)?;
+    room_read(&state, BACKFILL, &[&origin, &room_id, &v, &limit]).await
+}
+
+pub async fn forwards_fill(
+    State(state): State<Arc<AppState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(room_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(&query);
+    let from = nonempty(all_of(&pairs, "from_event_id"), "from_event_id")?;
+    let limit = limit(one_of(&pairs, "limit")?)?;
+    room_read(&state, FORWARDS_FILL, &[&origin, &room_id, &from, &limit]).await
+}
+
+/// A list of event IDs in a JSON body.
+fn event_ids(body: &Value, field: &str, required: bool) -> Result<Vec<String>, ApiError> {
+    match body.get(field) {
+        None if !required => Ok(Vec::new()),
+        None => Err(ApiError::bad_json(format!("Missing {field:?}"))),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| ApiError::bad_json(format!("{field:?} must be a list of event IDs"))))
+            .collect(),
+        Some(_) => Err(ApiError::bad_json(format!("{field:?} must be a list of event IDs"))),
+    }
+}
+
+fn optional_integer(body: &Value, field: &str, default: i64) -> Result<i64, ApiError> {
+    match body.get(field) {
+        None => Ok(default),
+        Some(v) => v.as_i64().ok_or_else(|| ApiError::bad_json(format!("{field:?} must be an integer"))),
+    }
+}
+
+pub async fn get_missing_events(
+    State(state): State<Arc<AppState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Extension(JsonBody(body)): Extension<JsonBody>,
+    Path(room_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let body = body.ok_or_else(|| ApiError::not_json("get_missing_events needs a JSON body"))?;
+    if !body.is_object() {
+        return Err(ApiError::bad_json("The body must be a JSON object"));
+    }
+    let earliest = event_ids(&body, "earliest_events", false)?;
+    let latest = event_ids(&body, "latest_events", true)?;
+    let limit = optional_integer(&body, "limit", 10)?;
+    if limit <= 0 {
+        return Err(ApiError::invalid_param("limit must be positive"));
+    }
+    let limit = limit.min(i32::MAX as i64) as i32;
+    let min_depth = optional_integer(&body, "min_depth", 0)?;
+    room_read(&state, GET_MISSING_EVENTS, &[&origin, &room_id, &earliest, &latest, &limit, &min_depth]).await
+}
+
+pub async fn state_ids(
+    State(state): State<Arc<AppState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(room_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(&query);
+    let event_id = one_of(&pairs, "event_id")?;
+    room_read(&state, STATE_IDS, &[&origin, &room_id, &event_id]).await
+}
+
+pub async fn state(
+    State(state): State<Arc<AppState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(room_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(&query);
+    let event_id = one_of(&pairs, "event_id")?;
+    room_read(&state, STATE, &[&origin, &room_id, &event_id]).await
+}
+
+pub async fn event_auth(
+    State(state): State<Arc<AppState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path((room_id, event_id)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    room_read(&state, EVENT_AUTH, &[&origin, &room_id, &event_id]).await
+}
+
+pub async fn timestamp_to_event(
+    State(state): State<Arc<AppState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(room_id): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = query_pairs(&query);
+    let ts = one_of(&pairs, "ts")?;
+    let ts: i64 = ts.parse().map_err(|_| ApiError::invalid_param(format!("ts must be an integer, not {ts:?}")))?;
+    let dir = one_of(&pairs, "dir")?;
+    if dir != "f" && dir != "b" {
+        return Err(ApiError::invalid_param(format!("dir must be \"f\" or \"b\", not {dir:?}")));
+    }
+    room_read(&state, TIMESTAMP_TO_EVENT, &[&origin, &room_id, &ts, &dir]).await
+}
+
+pub async fn event(
+    State(state): State<Arc<AppState>>,
+    Extension(Origin(origin)): Extension<Origin>,
+    Path(event_id): Path<String>,
+) -> Result<Response, ApiError> {
+    let client = state.db.reader().await?;
+    let statement = client.prepare_cached(EVENT).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let row = client.query_one(&statement, &[&origin, &event_id]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let known: bool = row.get(0);
+    let in_room: Option<bool> = row.get(1);
+    let body: Option<String> = row.get(2);
+    match (known, in_room, body) {
+        (false, _, _) => Err(ApiError::not_found("Unknown event")),
+        (true, Some(true), Some(body)) => Ok(json_text(body)),
+        (true, Some(true), None) => Err(ApiError::internal("roomserver.event returned NULL")),
+        (true, _, _) => Err(not_in_room()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parameters() {
+        let pairs = query_pairs(&Some("v=%24a%3Ax&v=%24b&limit=10&dir=f".to_owned()));
+        assert_eq!(all_of(&pairs, "v"), vec!["$a:x", "$b"]);
+        assert_eq!(one_of(&pairs, "limit").unwrap(), "10");
+        assert_eq!(one_of(&pairs, "v").unwrap_err().errcode, "M_INVALID_PARAM");
+        assert_eq!(one_of(&pairs, "ts").unwrap_err().errcode, "M_MISSING_PARAM");
+        assert_eq!(limit("10").unwrap(), 10);
+        assert_eq!(limit("99999999999").unwrap(), i32::MAX);
+        for bad in ["0", "-1", "x", "", "1.5"] {
+            assert_eq!(limit(bad).unwrap_err().errcode, "M_INVALID_PARAM", "{bad:?}");
+        }
+        assert_eq!(nonempty(Vec::new(), "v").unwrap_err().errcode, "M_MISSING_PARAM");
+        assert!(query_pairs(&None).is_empty());
+    }
+
+    #[test]
+    fn json_bodies() {
+        let body = serde_json::json!({"latest_events": ["$a"], "earliest_events": "x", "limit": 1.5});
+        assert_eq!(event_ids(&body, "latest_events", true).unwrap(), vec!["$a"]);
+        assert_eq!(event_ids(&body, "earliest_events", false).unwrap_err().errcode, "M_BAD_JSON");
+        assert!(event_ids(&body, "absent", false).unwrap().is_empty());
+        assert_eq!(event_ids(&body, "absent", true).unwrap_err().errcode, "M_BAD_JSON");
+        assert_eq!(optional_integer(&body, "limit", 10).unwrap_err().errcode, "M_BAD_JSON");
+        assert_eq!(optional_integer(&body, "min_depth", 7).unwrap(), 7);
+    }
+
+    #[test]
+    fn every_statement_checks_the_origin_first() {
+        for sql in [BACKFILL, GET_MISSING_EVENTS, FORWARDS_FILL, STATE_IDS, STATE, EVENT_AUTH, TIMESTAMP_TO_EVENT, EVENT] {
+            assert!(sql.contains("roomserver_internal.server_name_of(m.user_id) = $1"), "{sql}");
+            assert!(sql.contains("CASE WHEN"), "{sql}");
+        }
+    }
+}

@@ -1,0 +1,14 @@
+//! roomserver-http: the reference Matrix federation front end over pg_roomserver. It
+//! authenticates requests, parses them, makes one SQL call and maps errors; the Matrix logic
+//! (signing, key responses, server names) is roomserver-core's.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod errors;
+pub mod federation_reads;
+pub mod keys;
+pub mod outbound;
+pub mod remote_keys;
+pub mod routes;
+pub mod server;
