@@ -107,6 +107,22 @@ pub struct Outcome {
     pub stored_auth_chain: Option<Vec<i64>>,
 }
 
+impl Outcome {
+    /// An event admitted with state (the stored auth chain, if any, is set by the caller).
+    fn with_state(nid: i64, adm: Admission, upgrade: bool) -> Outcome {
+        Outcome {
+            nid,
+            outlier: false,
+            rejection: adm.rejection,
+            soft_failure: adm.soft_failure,
+            state_before: Some(adm.state_before),
+            state_after: Some(adm.state_after),
+            upgrade,
+            stored_auth_chain: None,
+        }
+    }
+}
+
 /// An error with the position of the event it is about (`None`: about the batch as a whole).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchError {
@@ -248,16 +264,7 @@ pub fn admit_batch(
                 ext.advance(store, tips, (r, &pdu.room_id, c.rv), nid, &prev_nids, &adm, !c.followed).map_err(BatchError::at(c.position))?;
             }
             stated.entry(r).or_insert_with(|| Stated::new(&pdu.room_id, c.rv)).frontier.push((nid, pdu.event_id.clone()));
-            Outcome {
-                nid,
-                outlier: false,
-                rejection: adm.rejection,
-                soft_failure: adm.soft_failure,
-                state_before: Some(adm.state_before),
-                state_after: Some(adm.state_after),
-                upgrade,
-                stored_auth_chain: None,
-            }
+            Outcome::with_state(nid, adm, upgrade)
         };
         event.rejected = outcome.rejection.is_some();
         event.soft_failed = outcome.soft_failure.is_some();
@@ -511,16 +518,7 @@ fn give_state<'a>(
     let nid = event.nid;
     let soft_failed = adm.soft_failure.is_some();
     store.remember(StoredEvent { rejected: adm.rejection.is_some(), soft_failed, state_after: Some(adm.state_after), ..event }, chain);
-    Ok(Outcome {
-        nid,
-        outlier: false,
-        rejection: adm.rejection,
-        soft_failure: adm.soft_failure,
-        state_before: Some(adm.state_before),
-        state_after: Some(adm.state_after),
-        upgrade: true,
-        stored_auth_chain: None,
-    })
+    Ok(Outcome::with_state(nid, adm, true))
 }
 
 /// The NIDs of `ids` by `find`, or the IDs it does not find, comma-separated.

@@ -119,6 +119,39 @@ BEGIN
     RETURN (SELECT count(*) FROM roomserver.events WHERE room_id = '!demo:example.org');
 END $$;
 
+-- Events built by the tests that need hand-made rooms (12_redactions, 13_served_events).
+-- The events of a test's rooms, by version and label, built (not ingested) by regress.add_event:
+-- depth from the prev events, room_id (v12: derived from the create event, which the other
+-- events do not list as an auth event), sealed content hash.
+CREATE TABLE regress.evs (rv text, label text, pdu jsonb, id text, n serial, PRIMARY KEY (rv, label));
+CREATE FUNCTION regress.add_event(rv text, label text, type text, sk text, sender text, content jsonb,
+                            prevs text[], auths text[], extra jsonb DEFAULT '{}') RETURNS text
+LANGUAGE plpgsql AS $$
+DECLARE
+    room text;
+    p jsonb;
+BEGIN
+    IF type <> 'm.room.create' THEN
+        SELECT CASE WHEN add_event.rv = '12' THEN roomserver.room_id_for_create_event(c.pdu, '12') ELSE '!r' || add_event.rv || ':a.org' END
+        INTO room FROM regress.evs c WHERE c.rv = add_event.rv AND c.label = 'create';
+    ELSIF add_event.rv <> '12' THEN
+        room := '!r' || add_event.rv || ':a.org';
+    END IF;
+    p := jsonb_build_object('type', type, 'sender', sender, 'content', content,
+             'depth', (SELECT COALESCE(max((e.pdu->>'depth')::bigint), 0) + 1 FROM regress.evs e WHERE e.rv = add_event.rv AND e.label = ANY (prevs)),
+             'origin_server_ts', 1700000000000 + (SELECT count(*) FROM regress.evs) * 1000,
+             'prev_events', (SELECT COALESCE(jsonb_agg(e.id ORDER BY array_position(prevs, e.label)), '[]') FROM regress.evs e
+                             WHERE e.rv = add_event.rv AND e.label = ANY (prevs)),
+             'auth_events', (SELECT COALESCE(jsonb_agg(e.id ORDER BY array_position(auths, e.label)), '[]') FROM regress.evs e
+                             WHERE e.rv = add_event.rv AND e.label = ANY (auths) AND NOT (add_event.rv = '12' AND e.label = 'create')))
+         || extra;
+    IF room IS NOT NULL THEN p := p || jsonb_build_object('room_id', room); END IF;
+    IF sk IS NOT NULL THEN p := p || jsonb_build_object('state_key', sk); END IF;
+    p := regress.sealed(p);
+    INSERT INTO regress.evs (rv, label, pdu, id) VALUES (add_event.rv, add_event.label, p, roomserver.event_id_for(p, add_event.rv));
+    RETURN label;
+END $$;
+
 -- The fixture files, one PDU a line (n: the line), read as text (no CSV quoting or delimiter
 -- occurs in them). Relative paths: from the repository root.
 CREATE TABLE regress.sample (n serial, pdu jsonb);

@@ -6,39 +6,8 @@
 \i :abs_srcdir/setup/setup.sql
 SET roomserver.server_name = 'a.org';
 
--- The events of the test rooms, by version and label, built (not ingested) by pg_temp.add:
--- depth from the prev events, room_id (v12: derived from the create event, which the other
--- events do not list as an auth event), sealed content hash.
-CREATE TEMP TABLE evs (rv text, label text, pdu jsonb, id text, n serial, PRIMARY KEY (rv, label));
-CREATE FUNCTION pg_temp.add(rv text, label text, type text, sk text, sender text, content jsonb,
-                            prevs text[], auths text[], extra jsonb DEFAULT '{}') RETURNS text
-LANGUAGE plpgsql AS $$
-DECLARE
-    room text;
-    p jsonb;
-BEGIN
-    IF type <> 'm.room.create' THEN
-        SELECT CASE WHEN add.rv = '12' THEN roomserver.room_id_for_create_event(c.pdu, '12') ELSE '!r' || add.rv || ':a.org' END
-        INTO room FROM evs c WHERE c.rv = add.rv AND c.label = 'create';
-    ELSIF add.rv <> '12' THEN
-        room := '!r' || add.rv || ':a.org';
-    END IF;
-    p := jsonb_build_object('type', type, 'sender', sender, 'content', content,
-             'depth', (SELECT COALESCE(max((e.pdu->>'depth')::bigint), 0) + 1 FROM evs e WHERE e.rv = add.rv AND e.label = ANY (prevs)),
-             'origin_server_ts', 1700000000000 + (SELECT count(*) FROM evs) * 1000,
-             'prev_events', (SELECT COALESCE(jsonb_agg(e.id ORDER BY array_position(prevs, e.label)), '[]') FROM evs e
-                             WHERE e.rv = add.rv AND e.label = ANY (prevs)),
-             'auth_events', (SELECT COALESCE(jsonb_agg(e.id ORDER BY array_position(auths, e.label)), '[]') FROM evs e
-                             WHERE e.rv = add.rv AND e.label = ANY (auths) AND NOT (add.rv = '12' AND e.label = 'create')))
-         || extra;
-    IF room IS NOT NULL THEN p := p || jsonb_build_object('room_id', room); END IF;
-    IF sk IS NOT NULL THEN p := p || jsonb_build_object('state_key', sk); END IF;
-    p := regress.sealed(p);
-    INSERT INTO evs (rv, label, pdu, id) VALUES (add.rv, add.label, p, roomserver.event_id_for(p, add.rv));
-    RETURN label;
-END $$;
-CREATE FUNCTION pg_temp.id(rv text, label text) RETURNS text LANGUAGE sql AS $$ SELECT id FROM evs WHERE evs.rv = $1 AND evs.label = $2 $$;
-CREATE FUNCTION pg_temp.label(rv text, event_id text) RETURNS text LANGUAGE sql AS $$ SELECT label FROM evs WHERE evs.rv = $1 AND evs.id = $2 $$;
+CREATE FUNCTION pg_temp.id(rv text, label text) RETURNS text LANGUAGE sql AS $$ SELECT id FROM regress.evs WHERE regress.evs.rv = $1 AND regress.evs.label = $2 $$;
+CREATE FUNCTION pg_temp.label(rv text, event_id text) RETURNS text LANGUAGE sql AS $$ SELECT label FROM regress.evs WHERE regress.evs.rv = $1 AND regress.evs.id = $2 $$;
 
 -- A room version 10 room, history visibility joined: alice@a.org and bob@b.org are joined.
 -- dave@c.org, not in the room, sends bad after m1: rejected; m2 builds on it (its sender's
@@ -46,25 +15,25 @@ CREATE FUNCTION pg_temp.label(rv text, event_id text) RETURNS text LANGUAGE sql 
 -- alice's, a message of bob's and a topic of alice's.
 DO $$
 BEGIN
-    PERFORM pg_temp.add('10', 'create', 'm.room.create', '', '@alice:a.org', '{"room_version": "10", "creator": "@alice:a.org"}', '{}', '{}');
-    PERFORM pg_temp.add('10', 'a_join', 'm.room.member', '@alice:a.org', '@alice:a.org', '{"membership": "join"}', '{create}', '{create}');
-    PERFORM pg_temp.add('10', 'pl', 'm.room.power_levels', '', '@alice:a.org', '{"users": {"@alice:a.org": 100}}', '{a_join}', '{create,a_join}');
-    PERFORM pg_temp.add('10', 'jr', 'm.room.join_rules', '', '@alice:a.org', '{"join_rule": "public"}', '{pl}', '{create,a_join,pl}');
-    PERFORM pg_temp.add('10', 'hv', 'm.room.history_visibility', '', '@alice:a.org', '{"history_visibility": "joined"}', '{jr}', '{create,a_join,pl}');
-    PERFORM pg_temp.add('10', 'b_join', 'm.room.member', '@bob:b.org', '@bob:b.org', '{"membership": "join"}', '{hv}', '{create,jr,pl}');
-    PERFORM pg_temp.add('10', 'm1', 'm.room.message', NULL, '@alice:a.org', '{"body": "m1"}', '{b_join}', '{create,a_join,pl}');
-    PERFORM pg_temp.add('10', 'bad', 'm.room.message', NULL, '@dave:c.org', '{"body": "bad"}', '{m1}', '{create,pl}');
-    PERFORM pg_temp.add('10', 'm2', 'm.room.message', NULL, '@alice:a.org', '{"body": "m2"}', '{bad}', '{create,a_join,pl}');
-    PERFORM pg_temp.add('10', 'm3', 'm.room.message', NULL, '@bob:b.org', '{"body": "m3"}', '{m2}', '{create,b_join,pl}');
-    PERFORM pg_temp.add('10', 'o_alice', 'm.room.message', NULL, '@alice:a.org', '{"body": "outlier of a.org"}', '{}', '{create,a_join,pl}',
+    PERFORM regress.add_event('10', 'create', 'm.room.create', '', '@alice:a.org', '{"room_version": "10", "creator": "@alice:a.org"}', '{}', '{}');
+    PERFORM regress.add_event('10', 'a_join', 'm.room.member', '@alice:a.org', '@alice:a.org', '{"membership": "join"}', '{create}', '{create}');
+    PERFORM regress.add_event('10', 'pl', 'm.room.power_levels', '', '@alice:a.org', '{"users": {"@alice:a.org": 100}}', '{a_join}', '{create,a_join}');
+    PERFORM regress.add_event('10', 'jr', 'm.room.join_rules', '', '@alice:a.org', '{"join_rule": "public"}', '{pl}', '{create,a_join,pl}');
+    PERFORM regress.add_event('10', 'hv', 'm.room.history_visibility', '', '@alice:a.org', '{"history_visibility": "joined"}', '{jr}', '{create,a_join,pl}');
+    PERFORM regress.add_event('10', 'b_join', 'm.room.member', '@bob:b.org', '@bob:b.org', '{"membership": "join"}', '{hv}', '{create,jr,pl}');
+    PERFORM regress.add_event('10', 'm1', 'm.room.message', NULL, '@alice:a.org', '{"body": "m1"}', '{b_join}', '{create,a_join,pl}');
+    PERFORM regress.add_event('10', 'bad', 'm.room.message', NULL, '@dave:c.org', '{"body": "bad"}', '{m1}', '{create,pl}');
+    PERFORM regress.add_event('10', 'm2', 'm.room.message', NULL, '@alice:a.org', '{"body": "m2"}', '{bad}', '{create,a_join,pl}');
+    PERFORM regress.add_event('10', 'm3', 'm.room.message', NULL, '@bob:b.org', '{"body": "m3"}', '{m2}', '{create,b_join,pl}');
+    PERFORM regress.add_event('10', 'o_alice', 'm.room.message', NULL, '@alice:a.org', '{"body": "outlier of a.org"}', '{}', '{create,a_join,pl}',
                    '{"prev_events": ["$unknown-1"]}');
-    PERFORM pg_temp.add('10', 'o_bob', 'm.room.message', NULL, '@bob:b.org', '{"body": "outlier of b.org"}', '{}', '{create,b_join,pl}',
+    PERFORM regress.add_event('10', 'o_bob', 'm.room.message', NULL, '@bob:b.org', '{"body": "outlier of b.org"}', '{}', '{create,b_join,pl}',
                    '{"prev_events": ["$unknown-2"]}');
-    PERFORM pg_temp.add('10', 'o_topic', 'm.room.topic', '', '@alice:a.org', '{"topic": "outlier topic"}', '{}', '{create,a_join,pl}',
+    PERFORM regress.add_event('10', 'o_topic', 'm.room.topic', '', '@alice:a.org', '{"topic": "outlier topic"}', '{}', '{create,a_join,pl}',
                    '{"prev_events": ["$unknown-3"]}');
 END $$;
 CREATE TEMP TABLE ingested AS
-SELECT e.label, roomserver.ingest_event(e.pdu, outlier => e.label LIKE 'o\_%') AS r FROM (SELECT * FROM evs ORDER BY n) e;
+SELECT e.label, roomserver.ingest_event(e.pdu, outlier => e.label LIKE 'o\_%') AS r FROM (SELECT * FROM regress.evs ORDER BY n) e;
 SELECT label, r->>'rejection' AS rejection, (r->>'outlier')::boolean AS outlier FROM ingested
 WHERE r->>'rejection' IS NOT NULL OR (r->>'outlier')::boolean;
 SELECT room_id FROM roomserver.rooms \gset
@@ -72,7 +41,7 @@ SELECT room_id FROM roomserver.rooms \gset
 -- Each body as the labels of its events, a * after those served redacted.
 CREATE FUNCTION pg_temp.labels(pdus jsonb) RETURNS text LANGUAGE sql AS $$
     SELECT string_agg(e.label || CASE WHEN p->'content' = e.pdu->'content' THEN '' ELSE '*' END, ' ' ORDER BY x.i)
-    FROM jsonb_array_elements(pdus) WITH ORDINALITY AS x(p, i) JOIN evs e ON e.id = roomserver.event_id_for(p, '10') $$;
+    FROM jsonb_array_elements(pdus) WITH ORDINALITY AS x(p, i) JOIN regress.evs e ON e.id = roomserver.event_id_for(p, '10') $$;
 
 -- Rejected: walked through (m2's prev event is bad), never returned.
 SELECT s AS server,
@@ -96,7 +65,7 @@ SELECT pg_temp.labels(roomserver.backfill(:'room_id', ARRAY[pg_temp.id('10', 'm2
 SELECT e.label, s AS server,
        pg_temp.labels(roomserver.event(e.id, s)->'pdus') AS event,
        pg_temp.labels(roomserver.backfill(:'room_id', ARRAY[e.id], 1, s)->'pdus') AS backfill
-FROM evs e CROSS JOIN unnest(ARRAY[NULL, 'a.org', 'b.org', 'c.org']) s
+FROM regress.evs e CROSS JOIN unnest(ARRAY[NULL, 'a.org', 'b.org', 'c.org']) s
 WHERE e.label LIKE 'o\_%' ORDER BY e.n, s NULLS FIRST;
 -- Events with state are judged as before (history visibility joined: c.org has no member).
 SELECT s AS server, pg_temp.labels(roomserver.event(pg_temp.id('10', 'm1'), s)->'pdus') AS m1
