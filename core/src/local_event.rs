@@ -188,6 +188,64 @@ pub fn prepare(rv: &RoomVersion, req: &LocalEvent, extremities: &[Value], state:
     }
 }
 
+/// The unsigned create event of a new room made by `creator` in room version `rv` (Synapse's
+/// `_create_room` / the spec's "Creation"): `content.room_version`, and `content.creator` before
+/// room version 11 (from v11 the sender is the creator). Before room version 12 the caller names
+/// the room (`!opaque:our.server`, the opaque part random: a room ID is never reused); from v12
+/// the room ID is the create event's hash and `room_id` must be `None`. v1-v2 event IDs are
+/// derived as [`prepare`] derives them. `hashes.sha256` is set: the caller only signs.
+pub fn create_event(rv: &RoomVersion, creator: &str, room_id: Option<&str>, origin_server_ts: i64) -> Result<Value> {
+    let server = server_name_of(creator).ok_or_else(|| Error::bad_json("sender", "\"sender\" must be a user ID (@localpart:server)"))?;
+    let mut content = json!({"room_version": rv.id});
+    if !rv.implicit_room_creator {
+        content["creator"] = json!(creator);
+    }
+    let mut event = json!({"type": "m.room.create", "state_key": "", "sender": creator, "content": content,
+        "depth": 1, "origin_server_ts": origin_server_ts, "prev_events": [], "auth_events": []});
+    match (rv.room_id_from_create_event, room_id) {
+        (false, Some(id)) => {
+            // The room ID's server is the creator's: rule 1.2 of the auth rules before v12.
+            if server_name_of(id) != Some(server) || !id.starts_with('!') {
+                return Err(Error::bad_json("room_id", format!("the room ID must be !opaque:{server}, not {id:?}")));
+            }
+            event["room_id"] = json!(id);
+        }
+        (false, None) => return Err(Error::missing("room_id")),
+        (true, Some(_)) => return Err(Error::invalid(Some("room_id"), "from room version 12 the room ID is the create event's hash")),
+        (true, None) => {}
+    }
+    if !rv.event_id_is_hash() {
+        let local = URL_SAFE_NO_PAD.encode(content_hash_bytes(&event)?);
+        event["event_id"] = json!(format!("${local}:{server}"));
+    }
+    let event = with_content_hash(event)?;
+    let pdu = Pdu::from_json(&event, rv)?;
+    let no_state: StateMap<Pdu> = StateMap::new();
+    check_event_auth(rv, &pdu, &no_state).map_err(|r| Error::invalid(None, format!("the create event fails the auth rules: {}", r.reason)))?;
+    Ok(event)
+}
+
+/// The state events after the create event of a public room (Synapse's `public_chat` preset,
+/// in its order): the creator's join, power levels, join rules `public`, history visibility
+/// `shared`. As `(type, state_key, content)`, to be built one by one with [`prepare`].
+pub fn public_room_initial_state(rv: &RoomVersion, creator: &str) -> Vec<(String, String, Value)> {
+    // From room version 12 creators have infinite power and must not be listed (MSC4289).
+    let users = if rv.privileged_creators { json!({}) } else { json!({creator: 100}) };
+    let power_levels = json!({
+        "users": users, "users_default": 0, "events_default": 0, "state_default": 50,
+        "ban": 50, "kick": 50, "redact": 50, "invite": 0,
+        "events": {"m.room.name": 50, "m.room.power_levels": 100, "m.room.history_visibility": 100,
+                   "m.room.canonical_alias": 50, "m.room.avatar": 50, "m.room.tombstone": 100,
+                   "m.room.server_acl": 100, "m.room.encryption": 100},
+    });
+    vec![
+        ("m.room.member".into(), creator.into(), json!({"membership": "join"})),
+        ("m.room.power_levels".into(), String::new(), power_levels),
+        ("m.room.join_rules".into(), String::new(), json!({"join_rule": "public"})),
+        ("m.room.history_visibility".into(), String::new(), json!({"history_visibility": "shared"})),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,19 +270,8 @@ mod tests {
     impl Room {
         fn new(version: &str) -> Room {
             let rv = RoomVersion::from_id(version).unwrap();
-            let mut content = json!({"room_version": version});
-            if !rv.implicit_room_creator {
-                content["creator"] = json!(ALICE);
-            }
-            let mut create = json!({"type": "m.room.create", "state_key": "", "sender": ALICE, "content": content,
-                "depth": 1, "origin_server_ts": 1000, "prev_events": [], "auth_events": []});
-            if !rv.room_id_from_create_event {
-                create["room_id"] = json!("!room:a.example");
-            }
-            if !rv.event_id_is_hash() {
-                create["event_id"] = json!("$create:a.example");
-            }
-            let create = with_content_hash(create).unwrap();
+            let room_id = (!rv.room_id_from_create_event).then_some("!room:a.example");
+            let create = create_event(&rv, ALICE, room_id, 1000).unwrap();
             let pdu = Pdu::from_json(&create, &rv).unwrap();
             let mut room = Room {
                 rv,
@@ -342,7 +389,8 @@ mod tests {
             let join = room.id("m.room.member", ALICE);
             let hash = |id: &str| STANDARD_NO_PAD.encode(reference_hash_bytes(&room.events[id].0, &rv).unwrap());
             assert_eq!(json["prev_events"], json!([[join, {"sha256": hash(&join)}]]));
-            assert_eq!(json["auth_events"], json!([["$create:a.example", {"sha256": hash("$create:a.example")}], [join, {"sha256": hash(&join)}]]));
+            let create = room.id("m.room.create", "");
+            assert_eq!(json["auth_events"], json!([[create, {"sha256": hash(&create)}], [join, {"sha256": hash(&join)}]]));
             // $ + the content hash of the event without its ID, on the sender's server.
             let mut without = json.clone();
             without.as_object_mut().unwrap().remove("event_id");
@@ -465,5 +513,55 @@ mod tests {
             assert_eq!(json["content"].get("redacts").is_some(), !top_level);
             assert_eq!(json["content"]["reason"], json!("r"));
         }
+    }
+
+    #[test]
+    fn new_public_rooms_of_every_version_pass_the_checks_on_receipt() {
+        for rv in crate::room_version::ALL {
+            // Room::new builds the create event with create_event and admits it and the join.
+            let mut room = Room::new(rv.id);
+            let create = &room.events[&room.id("m.room.create", "")].0;
+            assert_eq!(create["content"]["room_version"], json!(rv.id));
+            assert_eq!(create["content"].get("creator").is_some(), !rv.implicit_room_creator, "v{}", rv.id);
+            assert_eq!(create.get("room_id").is_some(), !rv.room_id_from_create_event, "v{}", rv.id);
+            if rv.room_id_from_create_event {
+                assert_eq!(room.room_id, crate::hashes::room_id_from_create_event(create, &rv).unwrap());
+            }
+            assert!(content_hash_matches(create).unwrap());
+            // The rest of the preset after the join (which Room::new sent).
+            let initial = public_room_initial_state(&rv, ALICE);
+            assert_eq!(initial[0], ("m.room.member".to_owned(), ALICE.to_owned(), json!({"membership": "join"})));
+            for (event_type, state_key, content) in &initial[1..] {
+                room.send(ALICE, event_type, Some(state_key), content.clone()).unwrap_or_else(|e| panic!("v{} {event_type}: {e:?}", rv.id));
+            }
+            assert_eq!(room.events[&room.id("m.room.power_levels", "")].0["content"]["users"].get(ALICE).is_some(), !rv.privileged_creators);
+            // Public: a user of another server joins and speaks; shared history needs no more.
+            room.send(BOB, "m.room.member", Some(BOB), json!({"membership": "join"})).unwrap();
+            room.send(BOB, "m.room.message", None, json!({"body": "hi"})).unwrap();
+            // The creator may change the power levels; Bob may not.
+            let r = forbidden(room.send(BOB, "m.room.power_levels", Some(""), json!({"users": {BOB: 100}})));
+            assert!(!r.is_empty());
+            room.send(ALICE, "m.room.history_visibility", Some(""), json!({"history_visibility": "joined"})).unwrap();
+        }
+    }
+
+    #[test]
+    fn create_events_are_named_as_the_room_version_wants() {
+        let v10 = RoomVersion::from_id("10").unwrap();
+        let v12 = RoomVersion::from_id("12").unwrap();
+        assert!(create_event(&v10, ALICE, None, 1).unwrap_err().message.contains("room_id"));
+        let e = create_event(&v10, ALICE, Some("!r:b.example"), 1).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("room_id"), "another server's room ID");
+        assert!(create_event(&v10, ALICE, Some("r:a.example"), 1).is_err());
+        assert_eq!(create_event(&v12, ALICE, Some("!r:a.example"), 1).unwrap_err().field.as_deref(), Some("room_id"));
+        assert!(create_event(&v12, "alice", None, 1).is_err());
+        // Different times, different rooms: v12 room IDs are hashes.
+        let a = crate::hashes::room_id_from_create_event(&create_event(&v12, ALICE, None, 1).unwrap(), &v12).unwrap();
+        let b = crate::hashes::room_id_from_create_event(&create_event(&v12, ALICE, None, 2).unwrap(), &v12).unwrap();
+        assert_ne!(a, b);
+        // v1: the event ID is derived, on the creator's server.
+        let v1 = RoomVersion::from_id("1").unwrap();
+        let c = create_event(&v1, ALICE, Some("!r:a.example"), 1).unwrap();
+        assert!(c["event_id"].as_str().unwrap().ends_with(":a.example"));
     }
 }

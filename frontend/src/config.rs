@@ -28,6 +28,8 @@ struct ConfigFile {
     database_pool_size: Option<usize>,
     #[serde(default)]
     key_server_overrides: BTreeMap<String, String>,
+    admin_listen: Option<String>,
+    admin_token: Option<String>,
 }
 
 /// Where outbound requests to a server go instead of where its name resolves (tests, or a
@@ -59,7 +61,19 @@ pub struct Config {
     pub database_pool_size: usize,
     /// Server name → endpoint for fetching its keys and, later, calling it.
     pub key_server_overrides: BTreeMap<String, Endpoint>,
+    /// The admin API (local users' rooms and events): a loopback address and its bearer token.
+    pub admin: Option<AdminConfig>,
 }
+
+#[derive(Clone, Debug)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub token: String,
+}
+
+/// A shorter admin token is refused: it is the only thing between a local process and sending
+/// as any local user.
+pub const MIN_ADMIN_TOKEN_LENGTH: usize = 16;
 
 pub const DEFAULT_KEY_VALIDITY: Duration = Duration::from_secs(24 * 60 * 60);
 pub const DEFAULT_MAX_IN_FLIGHT_REQUESTS: usize = 256;
@@ -137,6 +151,22 @@ impl Config {
             let endpoint = parse_endpoint(&url).map_err(|e| invalid("key_server_overrides", format!("{name} = {url:?}: {e}")))?;
             key_server_overrides.insert(name, endpoint);
         }
+        let admin = match (file.admin_listen, file.admin_token) {
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("admin_token", "is needed with admin_listen")),
+            (None, Some(_)) => return Err(invalid("admin_listen", "is needed with admin_token")),
+            (Some(listen), Some(token)) => {
+                let listen: SocketAddr = listen.parse().map_err(|_| invalid("admin_listen", format!("{listen:?} is not an address:port")))?;
+                // Plain HTTP with a bearer token: never off this machine.
+                if !listen.ip().is_loopback() {
+                    return Err(invalid("admin_listen", format!("{listen} is not a loopback address")));
+                }
+                if token.len() < MIN_ADMIN_TOKEN_LENGTH || token.chars().any(|c| c.is_whitespace()) {
+                    return Err(invalid("admin_token", format!("must be at least {MIN_ADMIN_TOKEN_LENGTH} characters, no spaces")));
+                }
+                Some(AdminConfig { listen, token })
+            }
+        };
         Ok(Config {
             server_name: file.server_name,
             listen,
@@ -150,6 +180,7 @@ impl Config {
             max_in_flight_requests: positive("max_in_flight_requests", file.max_in_flight_requests, DEFAULT_MAX_IN_FLIGHT_REQUESTS)?,
             database_pool_size: positive("database_pool_size", file.database_pool_size, DEFAULT_DATABASE_POOL_SIZE)?,
             key_server_overrides,
+            admin,
         })
     }
 }
@@ -188,6 +219,7 @@ trusted_ca_file = "ca.pem"
         assert_eq!(c.key_validity, DEFAULT_KEY_VALIDITY);
         assert_eq!(c.max_in_flight_requests, DEFAULT_MAX_IN_FLIGHT_REQUESTS);
         assert!(c.read_replica_urls.is_empty() && c.key_server_overrides.is_empty());
+        assert!(c.admin.is_none());
     }
 
     #[test]
@@ -212,6 +244,12 @@ trusted_ca_file = "ca.pem"
         assert_eq!(field_of(with("read_replica_urls = [\"host=a port=notaport\"]")), "read_replica_urls");
         assert_eq!(field_of(with("[key_server_overrides]\n\"s1.example\" = \"http://127.0.0.1:1\"")), "key_server_overrides");
         assert_eq!(field_of(with("[key_server_overrides]\n\"bad name\" = \"https://127.0.0.1:1\"")), "key_server_overrides");
+        assert_eq!(field_of(with("admin_listen = \"127.0.0.1:8009\"")), "admin_token");
+        assert_eq!(field_of(with("admin_token = \"0123456789abcdef\"")), "admin_listen");
+        assert_eq!(field_of(with("admin_listen = \"0.0.0.0:8009\"\nadmin_token = \"0123456789abcdef\"")), "admin_listen");
+        assert_eq!(field_of(with("admin_listen = \"127.0.0.1:8009\"\nadmin_token = \"short\"")), "admin_token");
+        let admin = with("admin_listen = \"[::1]:8009\"\nadmin_token = \"0123456789abcdef\"").unwrap().admin.unwrap();
+        assert_eq!((admin.listen, admin.token.as_str()), ("[::1]:8009".parse().unwrap(), "0123456789abcdef"));
         assert!(matches!(with("unknown_field = 1"), Err(ConfigError::Syntax(_))), "typos are errors");
         assert!(matches!(Config::parse("server_name = \"x\""), Err(ConfigError::Syntax(_))), "missing fields");
         assert!(matches!(Config::load(Path::new("/nonexistent/roomserver-http.toml")), Err(ConfigError::Read { .. })));

@@ -1,5 +1,5 @@
-//! Connection pools: the primary and the read replicas, used in turn for reads (writes, a later
-//! stage, go to the primary). Every session is opened with `roomserver.server_name` set, because the
+//! Connection pools: the primary and the read replicas, used in turn for reads (writes go to the
+//! primary). Every session is opened with `roomserver.server_name` set, because the
 //! federation functions put it in their responses' `origin`.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -48,6 +48,11 @@ impl Database {
             replicas: replica_urls.iter().map(|u| pool(u, server_name, size)).collect::<Result<_, _>>()?,
             next_replica: AtomicUsize::new(0),
         })
+    }
+
+    /// A connection for writes (ingest, prepare_event before a write): the primary.
+    pub async fn writer(&self) -> Result<Object, ApiError> {
+        self.primary.get().await.map_err(unavailable)
     }
 
     /// A connection for reads: the next replica, else the primary.

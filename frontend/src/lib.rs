@@ -2,13 +2,17 @@
 //! authenticates requests, parses them, makes one SQL call and maps errors; the Matrix logic
 //! (signing, key responses, server names) is roomserver-core's.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod db;
 pub mod errors;
 pub mod federation_reads;
+pub mod joins;
 pub mod keys;
+pub mod local_events;
 pub mod outbound;
+pub mod pdu_checks;
 pub mod remote_keys;
 pub mod routes;
 pub mod server;

@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use roomserver_http::config::Config;
-use roomserver_http::server::{build, serve};
+use roomserver_http::server::{build, serve, serve_plain, Built};
 use tokio::net::TcpListener;
+
 use tokio::signal::unix::{signal, SignalKind};
 
 async fn stop_signal() {
@@ -30,7 +31,7 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let (app, tls) = match build(&config) {
+    let Built { federation, tls, admin } = match build(&config) {
         Ok(built) => built,
         Err(e) => {
             eprintln!("roomserver-http: {e}");
@@ -44,8 +45,35 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // One stop signal for both listeners.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let admin_task = match (admin, &config.admin) {
+        (Some(app), Some(admin_config)) => match TcpListener::bind(admin_config.listen).await {
+            Ok(l) => {
+                eprintln!("roomserver-http: admin API on http://{}", admin_config.listen);
+                let mut stopped = stopped.clone();
+                Some(tokio::spawn(serve_plain(l, app, async move {
+                    let _ = stopped.changed().await;
+                })))
+            }
+            Err(e) => {
+                eprintln!("roomserver-http: admin_listen {}: {e}", admin_config.listen);
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     eprintln!("roomserver-http: {} listening on {}", config.server_name, config.listen);
-    serve(listener, tls, app, stop_signal()).await;
+    let mut federation_stopped = stopped.clone();
+    let federation_task = tokio::spawn(serve(listener, tls, federation, async move {
+        let _ = federation_stopped.changed().await;
+    }));
+    stop_signal().await;
+    let _ = stop.send(true);
+    let _ = federation_task.await;
+    if let Some(t) = admin_task {
+        let _ = t.await;
+    }
     eprintln!("roomserver-http: stopped");
     ExitCode::SUCCESS
 }

@@ -9,7 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -18,6 +18,7 @@ use crate::auth::authenticate;
 use crate::db::Database;
 use crate::errors::ApiError;
 use crate::federation_reads as reads;
+use crate::joins;
 use crate::keys::ServerKey;
 use crate::remote_keys::RemoteKeys;
 
@@ -57,6 +58,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_matrix/federation/v1/event_auth/{room_id}/{event_id}", get(reads::event_auth))
         .route("/_matrix/federation/v1/event/{event_id}", get(reads::event))
         .route("/_matrix/federation/v1/timestamp_to_event/{room_id}", get(reads::timestamp_to_event))
+        .route("/_matrix/federation/v1/make_join/{room_id}/{user_id}", get(joins::make_join))
+        .route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", put(joins::send_join_v2))
         // route_layer: only matched routes are authenticated, so an unknown path is a 404 to all.
         .route_layer(middleware::from_fn_with_state(state.clone(), require_x_matrix));
     Router::new()

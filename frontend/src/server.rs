@@ -16,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
+use crate::admin::admin_router;
 use crate::config::Config;
 use crate::db::Database;
 use crate::keys::ServerKey;
@@ -50,9 +51,16 @@ pub fn tls_server_config(certificate_pem: &[u8], key_pem: &[u8]) -> Result<rustl
     Ok(config)
 }
 
+/// What [`build`] makes: the federation router and its TLS, and the admin router when configured.
+pub struct Built {
+    pub federation: Router,
+    pub tls: rustls::ServerConfig,
+    pub admin: Option<Router>,
+}
+
 /// Everything the server needs, from the configuration (the signing key is generated when
 /// its file is missing).
-pub fn build(config: &Config) -> Result<(Router, rustls::ServerConfig), String> {
+pub fn build(config: &Config) -> Result<Built, String> {
     let key = ServerKey::load_or_generate(&config.signing_key).map_err(|e| e.to_string())?;
     let tls = tls_server_config(&read(&config.tls_certificate)?, &read(&config.tls_private_key)?)?;
     let roots = root_store_from_pem(&read(&config.trusted_ca_file)?).map_err(|e| format!("{}: {e}", config.trusted_ca_file.display()))?;
@@ -66,13 +74,23 @@ pub fn build(config: &Config) -> Result<(Router, rustls::ServerConfig), String> 
         db,
         in_flight: Semaphore::new(config.max_in_flight_requests),
     };
-    Ok((router(Arc::new(state)), tls))
+    let state = Arc::new(state);
+    let admin = config.admin.as_ref().map(|a| admin_router(state.clone(), &a.token));
+    Ok(Built { federation: router(state), tls, admin })
 }
 
 /// Serves `app` over TLS on `listener` until `shutdown` completes, then waits up to
 /// [`SHUTDOWN_GRACE`] for open connections.
 pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: Router, shutdown: impl Future<Output = ()>) {
-    let acceptor = TlsAcceptor::from(Arc::new(tls));
+    serve_with(listener, Some(TlsAcceptor::from(Arc::new(tls))), app, shutdown).await
+}
+
+/// Serves `app` over plain HTTP: only for the admin API, whose listener is loopback.
+pub async fn serve_plain(listener: TcpListener, app: Router, shutdown: impl Future<Output = ()>) {
+    serve_with(listener, None, app, shutdown).await
+}
+
+async fn serve_with(listener: TcpListener, acceptor: Option<TlsAcceptor>, app: Router, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let builder = hyper::server::conn::http1::Builder::new();
     tokio::pin!(shutdown);
@@ -94,13 +112,18 @@ pub async fn serve(listener: TcpListener, tls: rustls::ServerConfig, app: Router
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => return eprintln!("roomserver-http: TLS handshake with {peer}: {e}"),
-                Err(_) => return,
+            let result = match acceptor {
+                Some(acceptor) => {
+                    let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => return eprintln!("roomserver-http: TLS handshake with {peer}: {e}"),
+                        Err(_) => return,
+                    };
+                    watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await
+                }
+                None => watcher.watch(builder.serve_connection(TokioIo::new(tcp), service)).await,
             };
-            let connection = builder.serve_connection(TokioIo::new(tls), service);
-            if let Err(e) = watcher.watch(connection).await {
+            if let Err(e) = result {
                 eprintln!("roomserver-http: connection with {peer}: {e}");
             }
         });

@@ -94,7 +94,8 @@ async fn endpoints_answer_what_the_sql_functions_answer() {
     );
     std::fs::write(dir.join("config.toml"), config_text).unwrap();
     let config = Config::load(&dir.join("config.toml")).unwrap();
-    let (app, server_tls) = roomserver_http::server::build(&config).unwrap();
+    let built = roomserver_http::server::build(&config).unwrap();
+    let (app, server_tls) = (built.federation, built.tls);
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(roomserver_http::server::serve(listener, server_tls, app, async {
         let _ = stopped.await;

@@ -1,0 +1,207 @@
+//! The admin API and make_join / send_join against a real database (ignored without one):
+//!
+//! ```sh
+//! ROOMSERVER_TEST_DATABASE_URL='host=/tmp/pg port=5432 user=postgres dbname=fe' \
+//!     cargo test -p roomserver-http --test joins_pg -- --ignored
+//! ```
+//!
+//! A local user creates rooms (v10 and v12) and speaks through the admin API; a fake remote
+//! server (`s1.example`, its keys served from loopback) joins a user with make_join and
+//! send_join, then reads history as a member.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use roomserver_core::signing::hash_and_sign_event;
+use roomserver_core::RoomVersion;
+use roomserver_http::config::Config;
+use roomserver_http::keys::ServerKey;
+use roomserver_http::outbound::{FederationClient, Signer};
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+
+const TOKEN: &str = "test-admin-token-0123456789";
+
+/// A plain HTTP request to the admin API.
+async fn admin(address: std::net::SocketAddr, path: &str, token: Option<&str>, body: &Value) -> (StatusCode, Value) {
+    let tcp = TcpStream::connect(address).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.unwrap();
+    tokio::spawn(connection);
+    let mut request = Request::builder().method(Method::POST).uri(path).header(header::HOST, "localhost");
+    if let Some(t) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let request = request.body(Full::new(Bytes::from(body.to_string()))).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+#[ignore = "needs ROOMSERVER_TEST_DATABASE_URL (a database with pg_roomserver)"]
+async fn local_rooms_and_remote_joins() {
+    let url = std::env::var("ROOMSERVER_TEST_DATABASE_URL").expect("ROOMSERVER_TEST_DATABASE_URL");
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let our_name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_address = admin_listener.local_addr().unwrap();
+    let mut db_config: tokio_postgres::Config = url.parse().unwrap();
+    db_config.options(format!("-c roomserver.server_name={our_name}"));
+    let (db, connection) = db_config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+
+    let tls = common::test_tls();
+    let dir = std::env::temp_dir().join(format!("roomserver-http-joins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, text) in [("ca.pem", &tls.ca_pem), ("tls.crt", &tls.cert_pem), ("tls.key", &tls.key_pem)] {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let remote = "s1.example";
+    let remote_key = ServerKey::generate();
+    let impostor_key = ServerKey::generate();
+    let key_server = common::start_key_server(
+        &tls,
+        HashMap::from([(remote.to_owned(), remote_key.key_response(remote, Duration::from_secs(3600), SystemTime::now()))]),
+    )
+    .await;
+    let key_server_url = format!("https://127.0.0.1:{}", key_server.address.port());
+    let config_text = format!(
+        "server_name = {our_name:?}\nlisten = {our_name:?}\ntls_certificate = \"tls.crt\"\ntls_private_key = \"tls.key\"\n\
+         signing_key = \"signing.key\"\ndatabase_url = {url:?}\ntrusted_ca_file = \"ca.pem\"\ndatabase_pool_size = 2\n\
+         admin_listen = \"{admin_address}\"\nadmin_token = {TOKEN:?}\n\
+         [key_server_overrides]\n{remote:?} = {key_server_url:?}\n"
+    );
+    std::fs::write(dir.join("config.toml"), config_text).unwrap();
+    let config = Config::load(&dir.join("config.toml")).unwrap();
+    let built = roomserver_http::server::build(&config).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (mut s1, mut s2) = (stopped.clone(), stopped);
+    let server = tokio::spawn(roomserver_http::server::serve(listener, built.tls, built.federation, async move {
+        let _ = s1.changed().await;
+    }));
+    let admin_server = tokio::spawn(roomserver_http::server::serve_plain(admin_listener, built.admin.unwrap(), async move {
+        let _ = s2.changed().await;
+    }));
+
+    let alice = format!("@alice:{our_name}");
+    let bob = format!("@bob:{remote}");
+
+    // The admin API: a token, local users only.
+    let (status, body) = admin(admin_address, "/_roomserver/admin/v1/rooms", None, &json!({"creator": alice})).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::UNAUTHORIZED, Some("M_MISSING_TOKEN")));
+    let (status, _) = admin(admin_address, "/_roomserver/admin/v1/rooms", Some("wrong-token-0123456789xx"), &json!({"creator": alice})).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = admin(admin_address, "/_roomserver/admin/v1/rooms", Some(TOKEN), &json!({"creator": bob})).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")), "{body}");
+    let (status, body) = admin(admin_address, "/_roomserver/admin/v1/rooms", Some(TOKEN), &json!({"creator": alice, "room_version": "99"})).await;
+    assert_eq!((status, body["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_UNSUPPORTED_ROOM_VERSION")));
+
+    let client = FederationClient::new(common::roots(&tls), BTreeMap::new());
+    let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let signer = |key| Some(Signer { origin: remote, key });
+
+    for version in ["10", "12"] {
+        let rv = RoomVersion::from_id(version).unwrap();
+        let (status, created) = admin(admin_address, "/_roomserver/admin/v1/rooms", Some(TOKEN), &json!({"creator": alice, "room_version": version})).await;
+        assert_eq!(status, StatusCode::OK, "{created}");
+        let room_id = created["room_id"].as_str().unwrap().to_owned();
+        assert_eq!(created["event_ids"].as_array().unwrap().len(), 5, "create, join, power levels, join rules, history visibility");
+        let row = db.query_one("SELECT count(*) FILTER (WHERE NOT rejected AND NOT soft_failed AND NOT outlier), count(*) FROM roomserver.events WHERE room_id = $1", &[&room_id]).await.unwrap();
+        assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (5, 5));
+        let row = db.query_one("SELECT (SELECT content ->> 'join_rule' FROM roomserver.current_state WHERE room_id = $1 AND type = 'm.room.join_rules'), \
+            (SELECT content ->> 'history_visibility' FROM roomserver.current_state WHERE room_id = $1 AND type = 'm.room.history_visibility')", &[&room_id]).await.unwrap();
+        assert_eq!((row.get::<_, String>(0), row.get::<_, String>(1)), ("public".to_owned(), "shared".to_owned()));
+        let events_path = format!("/_roomserver/admin/v1/rooms/{}/events", enc(&room_id));
+        let (status, sent) = admin(admin_address, &events_path, Some(TOKEN),
+            &json!({"sender": alice, "type": "m.room.message", "content": {"msgtype": "m.text", "body": "hello"}})).await;
+        assert_eq!(status, StatusCode::OK, "{sent}");
+        let message_id = sent["event_id"].as_str().unwrap().to_owned();
+        let (status, body) = admin(admin_address, &events_path, Some(TOKEN),
+            &json!({"sender": format!("@carol:{our_name}"), "type": "m.room.message", "content": {"body": "not joined"}})).await;
+        assert_eq!((status, body["errcode"].as_str()), (StatusCode::FORBIDDEN, Some("M_FORBIDDEN")), "{body}");
+        let invite_path = format!("/_roomserver/admin/v1/rooms/{}/invite", enc(&room_id));
+        let (status, body) = admin(admin_address, &invite_path, Some(TOKEN), &json!({"sender": alice, "user_id": format!("@dave:{our_name}")})).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let (status, body) = admin(admin_address, &invite_path, Some(TOKEN), &json!({"sender": alice, "user_id": bob})).await;
+        assert_eq!((status, body["errcode"].as_str()), (StatusCode::BAD_REQUEST, Some("M_INVALID_PARAM")), "{body}");
+
+        // make_join: the room version must be one the joining server knows.
+        let make_join = format!("/_matrix/federation/v1/make_join/{}/{}", enc(&room_id), enc(&bob));
+        let r = client.request(&our_name, Method::GET, &format!("{make_join}?ver=1&ver=2"), None, signer(&remote_key)).await.unwrap();
+        let body = r.json().unwrap();
+        assert_eq!((r.status, body["errcode"].as_str(), body["room_version"].as_str()), (StatusCode::BAD_REQUEST, Some("M_INCOMPATIBLE_ROOM_VERSION"), Some(version)));
+        let wrong_user = format!("/_matrix/federation/v1/make_join/{}/{}?ver={version}", enc(&room_id), enc(&alice));
+        let r = client.request(&our_name, Method::GET, &wrong_user, None, signer(&remote_key)).await.unwrap();
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "a server joins only its own users");
+        let r = client.request(&our_name, Method::GET, &format!("{make_join}?ver=11&ver={version}"), None, signer(&remote_key)).await.unwrap();
+        let body = r.json().unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{body}");
+        assert_eq!(body["room_version"], json!(version));
+        let template = body["event"].clone();
+        assert_eq!((template["sender"].as_str(), template["state_key"].as_str()), (Some(bob.as_str()), Some(bob.as_str())));
+
+        // A join signed by another key is refused; the real one is stored and answered.
+        let forged = hash_and_sign_event(template.clone(), &rv, remote, &remote_key.key_id, &impostor_key.signing_key).unwrap();
+        let join = hash_and_sign_event(template, &rv, remote, &remote_key.key_id, &remote_key.signing_key).unwrap();
+        let join_id = roomserver_core::hashes::event_id(&join, &rv).unwrap();
+        let send_join = format!("/_matrix/federation/v2/send_join/{}/{}", enc(&room_id), enc(&join_id));
+        let r = client.request(&our_name, Method::PUT, &send_join, Some(&forged), signer(&remote_key)).await.unwrap();
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.json());
+        let other_id = format!("/_matrix/federation/v2/send_join/{}/{}", enc(&room_id), enc("$elsewhere"));
+        let r = client.request(&our_name, Method::PUT, &other_id, Some(&join), signer(&remote_key)).await.unwrap();
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+
+        // Not yet in the room: no history.
+        let backfill = format!("/_matrix/federation/v1/backfill/{}?v={}&limit=100", enc(&room_id), enc(&message_id));
+        let r = client.request(&our_name, Method::GET, &backfill, None, signer(&remote_key)).await.unwrap();
+        assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+        let r = client.request(&our_name, Method::PUT, &send_join, Some(&join), signer(&remote_key)).await.unwrap();
+        let body = r.json().unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{body}");
+        assert_eq!(body["origin"], json!(our_name));
+        assert_eq!(body["event"], join);
+        let expected: Value = serde_json::from_str(
+            db.query_one("SELECT roomserver.state($1, $2)::text", &[&room_id, &join_id]).await.unwrap().get::<_, &str>(0),
+        )
+        .unwrap();
+        assert_eq!(body["state"], expected["pdus"]);
+        assert_eq!(body["auth_chain"], expected["auth_chain"]);
+        let types: std::collections::BTreeSet<&str> = body["state"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect();
+        assert_eq!(types, ["m.room.create", "m.room.history_visibility", "m.room.join_rules", "m.room.member", "m.room.power_levels"].into());
+        // Every event we answered is signed by us and verifies with our published key.
+        let keys = client.request(&our_name, Method::GET, "/_matrix/key/v2/server", None, None).await.unwrap();
+        let keys = roomserver_core::server_keys::verify_key_response(&keys.json().unwrap(), &our_name).unwrap();
+        for pdu in body["state"].as_array().unwrap() {
+            let (key_id, key) = keys.verify_keys.iter().next().unwrap();
+            roomserver_core::signing::verify_event_signature(pdu, &rv, &our_name, key_id, key).unwrap();
+            assert!(roomserver_core::hashes::content_hash_matches(pdu).unwrap());
+        }
+        let membership: Option<String> = db
+            .query_one("SELECT membership FROM roomserver.room_members WHERE room_id = $1 AND user_id = $2", &[&room_id, &bob])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(membership.as_deref(), Some("join"));
+
+        // A member now: the whole history, back to the create event.
+        let r = client.request(&our_name, Method::GET, &backfill, None, signer(&remote_key)).await.unwrap();
+        let body = r.json().unwrap();
+        assert_eq!(r.status, StatusCode::OK, "{body}");
+        let pdus = body["pdus"].as_array().unwrap();
+        assert_eq!(pdus.len(), 6);
+        assert_eq!(pdus.last().unwrap()["type"], json!("m.room.create"));
+    }
+
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(15), server).await.expect("the server stops").unwrap();
+    tokio::time::timeout(Duration::from_secs(15), admin_server).await.expect("the admin API stops").unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
