@@ -128,6 +128,7 @@ pub async fn send_join_v2(
             return Err(ApiError::forbidden(format!("the join was refused ({refusal}): {reason}")));
         }
     }
+    crate::local_events::send_to_room(&state, &client, &room_id, &pdu, Some(&origin)).await?;
     let statement = client.prepare_cached(SEND_JOIN_RESPONSE).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
     let row = client
         .query_one(&statement, &[&room_id, &claimed_id, &state.server_name, &pdu.to_string()])

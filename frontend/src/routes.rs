@@ -20,16 +20,22 @@ use crate::errors::ApiError;
 use crate::federation_reads as reads;
 use crate::joins;
 use crate::keys::ServerKey;
+use crate::outbound::FederationClient;
+use crate::outbox::Outbox;
 use crate::remote_keys::RemoteKeys;
 
-/// The largest request body taken (the read endpoints' bodies are small; `/send` will need more).
-pub const MAX_REQUEST_BYTES: usize = 1024 * 1024;
+/// The largest request body taken: a `/send` of 50 PDUs of up to 64 KiB, and its EDUs.
+pub const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct AppState {
     pub server_name: String,
     pub key: ServerKey,
     pub key_validity: Duration,
     pub remote_keys: RemoteKeys,
+    /// Outbound requests (fetching what a received PDU lacks).
+    pub client: FederationClient,
+    /// Outbound `/send` of our events.
+    pub outbox: Outbox,
     pub db: Database,
     pub in_flight: Semaphore,
 }
@@ -60,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/_matrix/federation/v1/timestamp_to_event/{room_id}", get(reads::timestamp_to_event))
         .route("/_matrix/federation/v1/make_join/{room_id}/{user_id}", get(joins::make_join))
         .route("/_matrix/federation/v2/send_join/{room_id}/{event_id}", put(joins::send_join_v2))
+        .route("/_matrix/federation/v1/send/{txn_id}", put(crate::transactions::send_transaction))
         // route_layer: only matched routes are authenticated, so an unknown path is a 404 to all.
         .route_layer(middleware::from_fn_with_state(state.clone(), require_x_matrix));
     Router::new()
@@ -114,18 +121,20 @@ async fn version() -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::outbound::FederationClient;
     use axum::http::{Method, StatusCode};
     use tower::ServiceExt;
 
     /// A server whose database and remote servers are unreachable: what is answered without them.
     fn app(max_in_flight: usize) -> (Router, Arc<AppState>) {
         let client = FederationClient::new(rustls::RootCertStore::empty(), Default::default());
+        let key = ServerKey::generate();
         let state = Arc::new(AppState {
             server_name: "us.example:8448".into(),
-            key: ServerKey::generate(),
+            outbox: Outbox::new(client.clone(), "us.example:8448".into(), &key),
+            key,
             key_validity: Duration::from_secs(3600),
-            remote_keys: RemoteKeys::new(client),
+            remote_keys: RemoteKeys::new(client.clone()),
+            client,
             db: Database::new("host=/nonexistent dbname=none", &[], "us.example:8448", 1).unwrap(),
             in_flight: Semaphore::new(max_in_flight),
         });

@@ -21,6 +21,7 @@ use crate::config::Config;
 use crate::db::Database;
 use crate::keys::ServerKey;
 use crate::outbound::{root_store_from_pem, FederationClient};
+use crate::outbox::Outbox;
 use crate::remote_keys::RemoteKeys;
 use crate::routes::{router, AppState};
 
@@ -68,9 +69,11 @@ pub fn build(config: &Config) -> Result<Built, String> {
     let db = Database::new(&config.database_url, &config.read_replica_urls, &config.server_name, config.database_pool_size)?;
     let state = AppState {
         server_name: config.server_name.clone(),
+        outbox: Outbox::new(client.clone(), config.server_name.clone(), &key),
         key,
         key_validity: config.key_validity,
-        remote_keys: RemoteKeys::new(client),
+        remote_keys: RemoteKeys::new(client.clone()),
+        client,
         db,
         in_flight: Semaphore::new(config.max_in_flight_requests),
     };

@@ -11,7 +11,10 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
@@ -25,6 +28,13 @@ use roomserver_http::keys::ServerKey;
 use roomserver_http::outbound::{FederationClient, Signer};
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Clone)]
+struct Fake {
+    keys: Value,
+    gap: Arc<Mutex<Vec<Value>>>,
+    received: Arc<Mutex<Vec<Value>>>,
+}
 
 const TOKEN: &str = "test-admin-token-0123456789";
 
@@ -66,11 +76,19 @@ async fn local_rooms_and_remote_joins() {
     let remote = "s1.example";
     let remote_key = ServerKey::generate();
     let impostor_key = ServerKey::generate();
-    let key_server = common::start_key_server(
-        &tls,
-        HashMap::from([(remote.to_owned(), remote_key.key_response(remote, Duration::from_secs(3600), SystemTime::now()))]),
-    )
-    .await;
+    // The remote server: its keys, get_missing_events from `gap`, and what our /send brings.
+    let fake = Fake { keys: remote_key.key_response(remote, Duration::from_secs(3600), SystemTime::now()), gap: Default::default(), received: Default::default() };
+    let app = axum::Router::new()
+        .route("/_matrix/key/v2/server", axum::routing::get(|State(f): State<Fake>| async move { axum::Json(f.keys) }))
+        .route("/_matrix/federation/v1/get_missing_events/{room}", axum::routing::post(|State(f): State<Fake>| async move {
+            axum::Json(json!({"events": f.gap.lock().unwrap().clone()}))
+        }))
+        .route("/_matrix/federation/v1/send/{txn}", axum::routing::put(|State(f): State<Fake>, body: Bytes| async move {
+            f.received.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+            axum::Json(json!({"pdus": {}}))
+        }))
+        .with_state(fake.clone());
+    let key_server = common::start_tls_server(&tls, app, Default::default()).await;
     let key_server_url = format!("https://127.0.0.1:{}", key_server.address.port());
     let config_text = format!(
         "server_name = {our_name:?}\nlisten = {our_name:?}\ntls_certificate = \"tls.crt\"\ntls_private_key = \"tls.key\"\n\
@@ -107,6 +125,7 @@ async fn local_rooms_and_remote_joins() {
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let signer = |key| Some(Signer { origin: remote, key });
 
+    let mut rooms = Vec::new();
     for version in ["10", "12"] {
         let rv = RoomVersion::from_id(version).unwrap();
         let (status, created) = admin(admin_address, "/_roomserver/admin/v1/rooms", Some(TOKEN), &json!({"creator": alice, "room_version": version})).await;
@@ -198,7 +217,77 @@ async fn local_rooms_and_remote_joins() {
         let pdus = body["pdus"].as_array().unwrap();
         assert_eq!(pdus.len(), 6);
         assert_eq!(pdus.last().unwrap()["type"], json!("m.room.create"));
+        rooms.push((room_id, rv));
     }
+
+    // Our events now go to s1.example: a message of Alice's arrives over /send.
+    let (room_id, rv) = rooms.pop().unwrap();
+    let events_path = format!("/_roomserver/admin/v1/rooms/{}/events", enc(&room_id));
+    let (status, sent) = admin(admin_address, &events_path, Some(TOKEN), &json!({"sender": alice, "type": "m.room.message", "content": {"body": "to s1"}})).await;
+    assert_eq!(status, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let arrived = loop {
+        let ids: Vec<String> = fake.received.lock().unwrap().iter()
+            .flat_map(|t| t["pdus"].as_array().unwrap().iter().map(|p| roomserver_core::hashes::event_id(p, &rv).unwrap()).collect::<Vec<_>>())
+            .collect();
+        if ids.contains(&sent["event_id"].as_str().unwrap().to_owned()) || tokio::time::Instant::now() > deadline {
+            break ids;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(arrived, vec![sent["event_id"].as_str().unwrap().to_owned()], "only Alice's message, not Bob's own join");
+    assert_eq!(fake.received.lock().unwrap()[0]["origin"], json!(our_name));
+
+    // Bob's server sends over /send: a message, a forged one, one with a bad content hash, and
+    // one after a gap that get_missing_events fills.
+    let prepare = |body: &'static str| {
+        let db = &db;
+        let (room_id, bob) = (room_id.clone(), bob.clone());
+        async move {
+            let row = db.query_one("SELECT roomserver.prepare_event($1, 'm.room.message', NULL, $2, $3::text::jsonb)::text", &[&room_id, &bob, &json!({"body": body}).to_string()]).await.unwrap();
+            serde_json::from_str::<Value>(row.get::<_, &str>(0)).unwrap()
+        }
+    };
+    let sign = |pdu: Value, key: &ServerKey| hash_and_sign_event(pdu, &rv, remote, &remote_key.key_id, &key.signing_key).unwrap();
+    let id_of = |pdu: &Value| roomserver_core::hashes::event_id(pdu, &rv).unwrap();
+    let one = sign(prepare("one").await, &remote_key);
+    let forged = sign(prepare("forged").await, &impostor_key);
+    // Content is outside the signed (redacted) form: the signature holds, the hash does not.
+    let mut tampered = sign(prepare("original").await, &remote_key);
+    tampered["content"]["body"] = json!("tampered");
+    let transaction = json!({"origin": remote, "origin_server_ts": 1, "pdus": [one, forged, tampered], "edus": [{"edu_type": "m.typing", "content": {}}]});
+    let r = client.request(&our_name, Method::PUT, "/_matrix/federation/v1/send/t1", Some(&transaction), signer(&remote_key)).await.unwrap();
+    let results = r.json().unwrap();
+    assert_eq!(r.status, StatusCode::OK, "{results}");
+    assert_eq!(results["pdus"][id_of(&one)], json!({}));
+    assert!(results["pdus"][id_of(&forged)]["error"].as_str().unwrap().contains("does not match"), "{results}");
+    assert_eq!(results["pdus"][id_of(&tampered)], json!({}), "a bad hash is stored, redacted");
+    let row = db.query_one("SELECT (SELECT count(*) FROM roomserver.events WHERE event_id = $1),         (SELECT content_hash_ok FROM roomserver.events WHERE event_id = $2), roomserver.pdu($2) -> 'content' ->> 'body'", &[&id_of(&forged), &id_of(&tampered)]).await.unwrap();
+    assert_eq!((row.get::<_, i64>(0), row.get::<_, bool>(1), row.get::<_, Option<String>>(2)), (0, false, None));
+
+    // two follows one (not sent); three follows two.
+    let after = |prev: &Value, body: &str| {
+        let mut next = prev.clone();
+        next.as_object_mut().unwrap().remove("signatures");
+        next["prev_events"] = json!([id_of(prev)]);
+        next["depth"] = json!(prev["depth"].as_i64().unwrap() + 1);
+        next["content"] = json!({"body": body});
+        next["origin_server_ts"] = json!(prev["origin_server_ts"].as_i64().unwrap() + 1);
+        sign(next, &remote_key)
+    };
+    let two = after(&one, "two");
+    let three = after(&two, "three");
+    let four = after(&three, "four");
+    fake.gap.lock().unwrap().extend([three.clone(), two.clone()]);
+    let transaction = json!({"origin": remote, "origin_server_ts": 2, "pdus": [four]});
+    let r = client.request(&our_name, Method::PUT, "/_matrix/federation/v1/send/t2", Some(&transaction), signer(&remote_key)).await.unwrap();
+    let results = r.json().unwrap();
+    assert_eq!(results, json!({"pdus": {id_of(&four): {}}}));
+    let extremities: Vec<String> = db.query_one("SELECT array(SELECT roomserver.forward_extremities($1))", &[&room_id]).await.unwrap().get(0);
+    // `tampered` forks from where `one` did.
+    assert_eq!(extremities.iter().collect::<std::collections::BTreeSet<_>>(), [id_of(&four), id_of(&tampered)].iter().collect());
+    let row = db.query_one("SELECT count(*) FROM roomserver.events WHERE event_id = ANY($1) AND NOT outlier AND NOT rejected", &[&vec![id_of(&two), id_of(&three)]]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 2);
 
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(15), server).await.expect("the server stops").unwrap();
