@@ -33,6 +33,7 @@ use tokio::net::{TcpListener, TcpStream};
 struct Fake {
     keys: Value,
     gap: Arc<Mutex<Vec<Value>>>,
+    state_ids: Arc<Mutex<Value>>,
     received: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -77,11 +78,14 @@ async fn local_rooms_and_remote_joins() {
     let remote_key = ServerKey::generate();
     let impostor_key = ServerKey::generate();
     // The remote server: its keys, get_missing_events from `gap`, and what our /send brings.
-    let fake = Fake { keys: remote_key.key_response(remote, Duration::from_secs(3600), SystemTime::now()), gap: Default::default(), received: Default::default() };
+    let fake = Fake { keys: remote_key.key_response(remote, Duration::from_secs(3600), SystemTime::now()), gap: Default::default(), state_ids: Default::default(), received: Default::default() };
     let app = axum::Router::new()
         .route("/_matrix/key/v2/server", axum::routing::get(|State(f): State<Fake>| async move { axum::Json(f.keys) }))
         .route("/_matrix/federation/v1/get_missing_events/{room}", axum::routing::post(|State(f): State<Fake>| async move {
             axum::Json(json!({"events": f.gap.lock().unwrap().clone()}))
+        }))
+        .route("/_matrix/federation/v1/state_ids/{room}", axum::routing::get(|State(f): State<Fake>| async move {
+            axum::Json(f.state_ids.lock().unwrap().clone())
         }))
         .route("/_matrix/federation/v1/send/{txn}", axum::routing::put(|State(f): State<Fake>, body: Bytes| async move {
             f.received.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
@@ -288,6 +292,22 @@ async fn local_rooms_and_remote_joins() {
     assert_eq!(extremities.iter().collect::<std::collections::BTreeSet<_>>(), [id_of(&four), id_of(&tampered)].iter().collect());
     let row = db.query_one("SELECT count(*) FROM roomserver.events WHERE event_id = ANY($1) AND NOT outlier AND NOT rejected", &[&vec![id_of(&two), id_of(&three)]]).await.unwrap();
     assert_eq!(row.get::<_, i64>(0), 2);
+
+    // A gap get_missing_events does not close (it answers nothing): the state before the PDU
+    // comes from /state_ids (all known here: messages change no state), and the PDU is stored
+    // with it; the event before it stays a gap.
+    let five = after(&four, "five (never sent)");
+    let six = after(&five, "six");
+    fake.gap.lock().unwrap().clear();
+    let current: Value = serde_json::from_str(db.query_one("SELECT roomserver.state_ids($1, $2)::text", &[&room_id, &id_of(&four)]).await.unwrap().get::<_, &str>(0)).unwrap();
+    *fake.state_ids.lock().unwrap() = current;
+    let transaction = json!({"origin": remote, "origin_server_ts": 3, "pdus": [six]});
+    let r = client.request(&our_name, Method::PUT, "/_matrix/federation/v1/send/t3", Some(&transaction), signer(&remote_key)).await.unwrap();
+    assert_eq!(r.json().unwrap(), json!({"pdus": {id_of(&six): {}}}));
+    let row = db.query_one("SELECT outlier, rejected FROM roomserver.events WHERE event_id = $1", &[&id_of(&six)]).await.unwrap();
+    assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (false, false));
+    let gaps: Vec<String> = db.query_one("SELECT array(SELECT event_id FROM roomserver.backward_extremities($1))", &[&room_id]).await.unwrap().get(0);
+    assert_eq!(gaps, vec![id_of(&six)]);
 
     let _ = stop.send(true);
     tokio::time::timeout(Duration::from_secs(15), server).await.expect("the server stops").unwrap();
