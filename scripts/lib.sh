@@ -17,11 +17,12 @@ as_root() {
 }
 
 # Installs what building and testing need, only what is missing: PostgreSQL 15 with its server
-# headers, clang for bindgen, sudo (cargo pgrx uses it), and cargo-pgrx $PGRX_VERSION.
+# headers, clang for bindgen, sudo (cargo pgrx uses it), openssl (the end-to-end tier makes its
+# test CA with it), and cargo-pgrx $PGRX_VERSION.
 ensure_prerequisites() {
     if [ -f "$HOME/.cargo/env" ]; then . "$HOME/.cargo/env"; fi
     command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)" >&2; exit 1; }
-    local pkgs=(postgresql-$PG_VERSION postgresql-server-dev-$PG_VERSION libclang-dev clang sudo)
+    local pkgs=(postgresql-$PG_VERSION postgresql-server-dev-$PG_VERSION libclang-dev clang sudo openssl)
     local missing=()
     for p in "${pkgs[@]}"; do
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -42,7 +43,7 @@ ensure_prerequisites() {
 SYNAPSE_VERSION=1.163.2
 SYNAPSE_VENV="$REPO/target/synapse-venv"
 ensure_synapse() {
-    if ! "$SYNAPSE_VENV/bin/python" -c "import synapse, sys; sys.exit(synapse.__version__ != '$SYNAPSE_VERSION')" 2>/dev/null; then
+    if ! "$SYNAPSE_VENV/bin/python" -c "import synapse, sys; sys.exit(synapse.__version__.split()[0] != '$SYNAPSE_VERSION')" 2>/dev/null; then
         log "installing matrix-synapse==$SYNAPSE_VERSION into $SYNAPSE_VENV"
         rm -rf "$SYNAPSE_VENV"
         python3 -m venv "$SYNAPSE_VENV"

@@ -4,7 +4,8 @@
 #                          differential test of state resolution against Synapse from PyPI
 #   2. cargo pgrx test   — #[pg_test]s inside PostgreSQL 15
 #   3. pg_regress        — tests/pg_regress/sql vs expected, the SQL surface as a DBA types it,
-#                          the front end (roomserver-http) over the installed extension,
+#                          the front end (roomserver-http) over the installed extension and
+#                          end to end against Synapse from PyPI (tests/e2e/run.sh),
 #                          plus the concurrency tests (several sessions at once: NID assignment,
 #                          REPEATABLE READ duplicates, two-call transactions vs a new sender)
 #   4. storage tiers     — upgrade from every earlier release build, privileges and search_path, pg_dump and
@@ -74,7 +75,9 @@ log "front end: roomserver-http over the installed extension, a signed test clie
 psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS roomserver_http_test" -c "CREATE DATABASE roomserver_http_test"
 psql -X -q -v ON_ERROR_STOP=1 -d roomserver_http_test -c "CREATE EXTENSION pg_roomserver"
 ROOMSERVER_TEST_DATABASE_URL="host=$PGHOST port=$PGPORT user=postgres dbname=roomserver_http_test" \
-    cargo test -p roomserver-http --test federation_pg -- --ignored
+    cargo test -p roomserver-http --test federation_pg --test joins_pg -- --ignored
+log "end to end: roomserver-http and Synapse $SYNAPSE_VERSION on loopback (a room hosted here joined, paginated, talked to)"
+bash tests/e2e/run.sh
 log "demo: scripts/demo.sh on the installed build (it checks its own answers)"
 bash scripts/demo.sh --installed >"$WORK/demo.txt" 2>&1 || { cat "$WORK/demo.txt" >&2; exit 1; }
 

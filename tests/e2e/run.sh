@@ -12,7 +12,7 @@ REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 source "$REPO/scripts/lib.sh"
 : "${PGHOST:?PGHOST}" "${PGPORT:?PGPORT}"
 export PGUSER="${PGUSER:-postgres}"
-[ -x "$SYNAPSE_VENV/bin/python" ] || ensure_synapse   # (ensure_synapse re-checks the version, which reads odd inside a git work tree)
+ensure_synapse
 TIME_LIMIT="${E2E_TIME_LIMIT:-600}"
 
 DIR="$(mktemp -d /tmp/roomserver-e2e.XXXXXX)"
