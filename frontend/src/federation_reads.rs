@@ -185,9 +185,7 @@ pub async fn state_ids(
     Path(room_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs = query_pairs(&query);
-    let event_id = one_of(&pairs, "event_id")?;
-    room_read(&state, STATE_IDS, &[&origin, &room_id, &event_id]).await
+    state_read(&state, STATE_IDS, &origin, &room_id, &query).await
 }
 
 pub async fn state(
@@ -196,9 +194,14 @@ pub async fn state(
     Path(room_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs = query_pairs(&query);
+    state_read(&state, STATE, &origin, &room_id, &query).await
+}
+
+/// `/state_ids` and `/state`: a room read at `?event_id=`.
+async fn state_read(state: &AppState, sql: &str, origin: &str, room_id: &str, query: &Option<String>) -> Result<Response, ApiError> {
+    let pairs = query_pairs(query);
     let event_id = one_of(&pairs, "event_id")?;
-    room_read(&state, STATE, &[&origin, &room_id, &event_id]).await
+    room_read(state, sql, &[&origin, &room_id, &event_id]).await
 }
 
 pub async fn event_auth(
