@@ -120,10 +120,7 @@ pub async fn backfill(
     Path(room_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs = query_pairs(&query);
-    let v = nonempty(all_of(&pairs, "v"), "v")?;
-    let limit = limit(one_of(&pairs, "limit")?)?;
-    room_read(&state, BACKFILL, &[&origin, &room_id, &v, &limit]).await
+    walk_read(&state, BACKFILL, &origin, &room_id, &query, "v").await
 }
 
 pub async fn forwards_fill(
@@ -132,10 +129,16 @@ pub async fn forwards_fill(
     Path(room_id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs = query_pairs(&query);
-    let from = nonempty(all_of(&pairs, "from_event_id"), "from_event_id")?;
+    walk_read(&state, FORWARDS_FILL, &origin, &room_id, &query, "from_event_id").await
+}
+
+/// `/backfill` and forwards fill: a room read from the events named by the repeated query
+/// parameter `start` (at least one), at most `?limit=`.
+async fn walk_read(state: &AppState, sql: &str, origin: &str, room_id: &str, query: &Option<String>, start: &str) -> Result<Response, ApiError> {
+    let pairs = query_pairs(query);
+    let from = nonempty(all_of(&pairs, start), start)?;
     let limit = limit(one_of(&pairs, "limit")?)?;
-    room_read(&state, FORWARDS_FILL, &[&origin, &room_id, &from, &limit]).await
+    room_read(state, sql, &[&origin, &room_id, &from, &limit]).await
 }
 
 /// A list of event IDs in a JSON body.
