@@ -3,7 +3,9 @@
 //! this server. Every write goes to the primary.
 //!
 //! - `POST /_roomserver/admin/v1/rooms` `{"creator", "room_version"?}` → `{"room_id", "event_ids"}`
-//! - `POST /_roomserver/admin/v1/rooms/{roomId}/events` `{"sender", "type", "state_key"?, "content"}` → `{"event_id"}`
+//! - `POST /_roomserver/admin/v1/rooms/{roomId}/events` `{"sender", "type", "state_key"?, "content", "federate"?}`
+//!   → `{"event_id"}`; `"federate": false` stores the event without sending it now: the other
+//!   servers fetch it (`/get_missing_events`) when a later event names it
 //! - `POST /_roomserver/admin/v1/rooms/{roomId}/invite` `{"sender", "user_id"}` → `{"event_id"}`
 
 use std::sync::Arc;
@@ -18,7 +20,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
-use crate::local_events::{create_room, send_local, DEFAULT_ROOM_VERSION};
+use crate::local_events::{create_room, send_local, store_local, DEFAULT_ROOM_VERSION};
 use crate::routes::AppState;
 
 /// Compares without stopping at the first difference, so the time taken does not tell how much
@@ -80,7 +82,16 @@ async fn create(State(state): State<Arc<AppState>>, body: Bytes) -> Result<Respo
 async fn send(State(state): State<Arc<AppState>>, Path(room_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let body = body_object(&body)?;
     let content = body.get("content").filter(|c| c.is_object()).ok_or_else(|| ApiError::bad_json("\"content\" must be an object"))?;
-    let sent = send_local(&state, &room_id, required(&body, "type")?, string(&body, "state_key")?, required(&body, "sender")?, content).await?;
+    let federate = match body.get("federate") {
+        None | Some(Value::Null) => true,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad_json("\"federate\" must be a boolean")),
+    };
+    let (event_type, state_key, sender) = (required(&body, "type")?, string(&body, "state_key")?, required(&body, "sender")?);
+    let sent = match federate {
+        true => send_local(&state, &room_id, event_type, state_key, sender, content).await?,
+        false => store_local(&state, &room_id, event_type, state_key, sender, content).await?.0,
+    };
     Ok(axum::Json(json!({"event_id": sent.event_id})).into_response())
 }
 

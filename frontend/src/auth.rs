@@ -187,23 +187,39 @@ pub async fn authenticate<K: KeySource>(
     Ok(x.origin)
 }
 
+/// A fixed key map for unit tests, in place of the remote key cache.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
+pub(crate) mod test_keys {
+    use super::KeySource;
+    use crate::keys::ServerKey;
+    use ed25519_dalek::VerifyingKey;
     use std::collections::HashMap;
 
-    struct FixedKeys(HashMap<(String, String), VerifyingKey>);
+    pub struct FixedKeys(HashMap<(String, String), VerifyingKey>);
+
+    impl FixedKeys {
+        /// The public half of `key`, as `server_name`'s.
+        pub fn of(server_name: &str, key: &ServerKey) -> FixedKeys {
+            FixedKeys(HashMap::from([((server_name.to_owned(), key.key_id.clone()), key.signing_key.verifying_key())]))
+        }
+    }
 
     impl KeySource for FixedKeys {
         async fn verify_key(&self, server_name: &str, key_id: &str) -> Result<VerifyingKey, String> {
             self.0.get(&(server_name.to_owned(), key_id.to_owned())).copied().ok_or_else(|| format!("no key {key_id} of {server_name}"))
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_keys::FixedKeys;
+    use super::*;
+    use serde_json::json;
 
     fn origin_key() -> (ServerKey, FixedKeys) {
         let key = ServerKey::generate();
-        let keys = FixedKeys(HashMap::from([(("s1.example".to_owned(), key.key_id.clone()), key.signing_key.verifying_key())]));
+        let keys = FixedKeys::of("s1.example", &key);
         (key, keys)
     }
 

@@ -71,7 +71,8 @@ async fn ingest(client: &deadpool_postgres::Object, pdu: &Value, room_version: O
     result["event_id"].as_str().map(str::to_owned).ok_or_else(|| ApiError::internal(format!("ingest_event returned no event_id: {result}")))
 }
 
-/// Builds, signs and stores an event of local user `sender` in `room_id`.
+/// Builds, signs and stores an event of local user `sender` in `room_id`, and queues it for the
+/// other servers in the room.
 pub async fn send_local(
     state: &AppState,
     room_id: &str,
@@ -80,6 +81,22 @@ pub async fn send_local(
     sender: &str,
     content: &Value,
 ) -> Result<Sent, ApiError> {
+    let (sent, client) = store_local(state, room_id, event_type, state_key, sender, content).await?;
+    send_to_room(state, &client, room_id, &sent.pdu, None).await?;
+    Ok(sent)
+}
+
+/// Builds, signs and stores an event of local user `sender` in `room_id` without sending it:
+/// the other servers get it when a later event names it (they ask `/get_missing_events`).
+/// Returns the primary's connection it used.
+pub async fn store_local(
+    state: &AppState,
+    room_id: &str,
+    event_type: &str,
+    state_key: Option<&str>,
+    sender: &str,
+    content: &Value,
+) -> Result<(Sent, deadpool_postgres::Object), ApiError> {
     check_local_user(state, sender)?;
     let client = state.db.writer().await?;
     let statement = client.prepare_cached(PREPARE).await.map_err(|e| ApiError::from_db(&e, Call::PrepareEvent))?;
@@ -92,8 +109,7 @@ pub async fn send_local(
     let unsigned: Value = serde_json::from_str(row.get::<_, &str>(1)).map_err(ApiError::internal)?;
     let pdu = sign(state, unsigned, &rv)?;
     let event_id = ingest(&client, &pdu, None).await?;
-    send_to_room(state, &client, room_id, &pdu, None).await?;
-    Ok(Sent { event_id, pdu })
+    Ok((Sent { event_id, pdu }, client))
 }
 
 /// A fresh opaque part of a room ID (before room version 12): 18 random letters, as Synapse's.

@@ -53,23 +53,15 @@ pub async fn check_pdu_signatures<K: KeySource>(pdu: &Value, rv: &RoomVersion, k
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::test_keys::FixedKeys;
     use crate::keys::ServerKey;
     use roomserver_core::signing::hash_and_sign_event;
     use serde_json::json;
-    use std::collections::HashMap;
-
-    struct FixedKeys(HashMap<(String, String), VerifyingKey>);
-
-    impl KeySource for FixedKeys {
-        async fn verify_key(&self, server_name: &str, key_id: &str) -> Result<VerifyingKey, String> {
-            self.0.get(&(server_name.to_owned(), key_id.to_owned())).copied().ok_or_else(|| format!("no key {key_id} of {server_name}"))
-        }
-    }
 
     fn setup() -> (ServerKey, ServerKey, FixedKeys) {
         let remote = ServerKey::generate();
         let us = ServerKey::generate();
-        let keys = FixedKeys(HashMap::from([(("b.example".to_owned(), remote.key_id.clone()), remote.signing_key.verifying_key())]));
+        let keys = FixedKeys::of("b.example", &remote);
         (remote, us, keys)
     }
 

@@ -116,7 +116,9 @@ log "driver: $OUR_NAME (admin 127.0.0.1:$ADMIN_PORT) with Synapse $SYN_NAME (cli
 status=0
 timeout "$TIME_LIMIT" "$SYNAPSE_VENV/bin/python" "$REPO/tests/e2e/driver.py" \
     --our-name "$OUR_NAME" --admin "http://127.0.0.1:$ADMIN_PORT" --admin-token "$ADMIN_TOKEN" \
+    --our-federation "https://localhost:$OUR_PORT" --ca "$DIR/ca.pem" \
     --synapse-name "$SYN_NAME" --synapse-client "http://127.0.0.1:$SYN_CLIENT_PORT" \
+    --synapse-signing-key "$DIR/synapse.signing.key" \
     --shared-secret "e2e-shared-secret" --database "$DB" \
     --messages "${E2E_MESSAGES:-300}" || status=$?
 if [ "$status" != 0 ]; then
@@ -131,4 +133,11 @@ if grep -Ei 'tampered|(signature|hash).*(fail|invalid|mismatch)|(fail|invalid).*
     echo "Synapse's log shows failed signature or hash checks" >&2
     exit 1
 fi
+# Synapse must have read the history through our walks (cases a and b), not only been sent it.
+for walk in backfill get_missing_events; do
+    if ! grep -q "/_matrix/federation/v1/$walk/" "$DIR/synapse.log"; then
+        echo "Synapse's log shows no request to our /$walk" >&2
+        exit 1
+    fi
+done
 log "e2e: passed"
