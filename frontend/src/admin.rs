@@ -6,7 +6,8 @@
 //! - `POST /_roomserver/admin/v1/rooms/{roomId}/events` `{"sender", "type", "state_key"?, "content", "federate"?}`
 //!   → `{"event_id"}`; `"federate": false` stores the event without sending it now: the other
 //!   servers fetch it (`/get_missing_events`) when a later event names it
-//! - `POST /_roomserver/admin/v1/rooms/{roomId}/invite` `{"sender", "user_id"}` → `{"event_id"}`
+//! - `POST /_roomserver/admin/v1/rooms/{roomId}/invite` `{"sender", "user_id"}` → `{"event_id"}`;
+//!   a user of another server through its server (`/v2/invite`, see invites.rs)
 
 use std::sync::Arc;
 
@@ -20,6 +21,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use crate::errors::ApiError;
+use crate::invites::invite_remote;
 use crate::local_events::{create_room, send_local, store_local, DEFAULT_ROOM_VERSION};
 use crate::routes::AppState;
 
@@ -98,12 +100,12 @@ async fn send(State(state): State<Arc<AppState>>, Path(room_id): Path<String>, b
 async fn invite(State(state): State<Arc<AppState>>, Path(room_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
     let body = body_object(&body)?;
     let invitee = required(&body, "user_id")?;
-    // A user of another server is invited through its server (`/v2/invite`, which countersigns
-    // the event): not implemented yet, so only local invitees.
-    if roomserver_core::visibility::server_name_of(invitee) != Some(state.server_name.as_str()) {
-        return Err(ApiError::invalid_param(format!("{invitee} is not a local user; invites over federation are not implemented yet")));
-    }
-    let sent = send_local(&state, &room_id, "m.room.member", Some(invitee), required(&body, "sender")?, &json!({"membership": "invite"})).await?;
+    let sender = required(&body, "sender")?;
+    // A user of another server is invited through its server, which countersigns the event.
+    let sent = match roomserver_core::visibility::server_name_of(invitee) == Some(state.server_name.as_str()) {
+        true => send_local(&state, &room_id, "m.room.member", Some(invitee), sender, &json!({"membership": "invite"})).await?,
+        false => invite_remote(&state, &room_id, sender, invitee).await?,
+    };
     Ok(axum::Json(json!({"event_id": sent.event_id})).into_response())
 }
 

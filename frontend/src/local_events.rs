@@ -59,7 +59,7 @@ fn sign(state: &AppState, pdu: Value, rv: &RoomVersion) -> Result<Value, ApiErro
 
 /// Ingests a PDU we signed; a rejection or soft failure (the state moved on since it was
 /// prepared) is the sender's 403.
-async fn ingest(client: &deadpool_postgres::Object, pdu: &Value, room_version: Option<&str>) -> Result<String, ApiError> {
+pub async fn ingest(client: &deadpool_postgres::Object, pdu: &Value, room_version: Option<&str>) -> Result<String, ApiError> {
     let statement = client.prepare_cached(INGEST).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
     let row = client.query_one(&statement, &[&pdu.to_string(), &room_version]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
     let result: Value = serde_json::from_str(row.get::<_, &str>(0)).map_err(ApiError::internal)?;
@@ -97,8 +97,24 @@ pub async fn store_local(
     sender: &str,
     content: &Value,
 ) -> Result<(Sent, deadpool_postgres::Object), ApiError> {
-    check_local_user(state, sender)?;
     let client = state.db.writer().await?;
+    let (pdu, _) = prepare_signed(state, &client, room_id, event_type, state_key, sender, content).await?;
+    let event_id = ingest(&client, &pdu, None).await?;
+    Ok((Sent { event_id, pdu }, client))
+}
+
+/// The signed PDU of a new event of local user `sender` (from `roomserver.prepare_event` on
+/// `client`), not stored yet, and its room version.
+pub async fn prepare_signed(
+    state: &AppState,
+    client: &deadpool_postgres::Object,
+    room_id: &str,
+    event_type: &str,
+    state_key: Option<&str>,
+    sender: &str,
+    content: &Value,
+) -> Result<(Value, RoomVersion), ApiError> {
+    check_local_user(state, sender)?;
     let statement = client.prepare_cached(PREPARE).await.map_err(|e| ApiError::from_db(&e, Call::PrepareEvent))?;
     let rows = client
         .query(&statement, &[&room_id, &event_type, &state_key, &sender, &content.to_string()])
@@ -107,9 +123,7 @@ pub async fn store_local(
     let row = rows.first().ok_or_else(|| ApiError::not_found(format!("Unknown room {room_id}")))?;
     let rv = RoomVersion::from_id(row.get::<_, &str>(0)).map_err(|e| ApiError::internal(e.message))?;
     let unsigned: Value = serde_json::from_str(row.get::<_, &str>(1)).map_err(ApiError::internal)?;
-    let pdu = sign(state, unsigned, &rv)?;
-    let event_id = ingest(&client, &pdu, None).await?;
-    Ok((Sent { event_id, pdu }, client))
+    Ok((sign(state, unsigned, &rv)?, rv))
 }
 
 /// A fresh opaque part of a room ID (before room version 12): 18 random letters, as Synapse's.

@@ -52,6 +52,12 @@ pub struct Signer<'a> {
     pub key: &'a ServerKey,
 }
 
+/// A path segment or query value of an outbound request, percent-encoded (room and event IDs
+/// hold `!`, `$`, `:`, `/`, `+`; a space is `%20`, not `+`, so that it reads the same in a path).
+pub fn percent_encoded(segment: &str) -> String {
+    form_urlencoded::byte_serialize(segment.as_bytes()).collect::<String>().replace('+', "%20")
+}
+
 /// Reads the CA certificates of a PEM file into a root store.
 pub fn root_store_from_pem(pem: &[u8]) -> Result<rustls::RootCertStore, String> {
     let mut roots = rustls::RootCertStore::empty();

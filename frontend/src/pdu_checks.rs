@@ -9,6 +9,7 @@ use roomserver_core::RoomVersion;
 use serde_json::Value;
 
 use crate::auth::KeySource;
+use crate::keys::ServerKey;
 
 /// This server's own key, so that events we signed are checked without asking ourselves.
 pub struct OwnKey<'a> {
@@ -17,44 +18,47 @@ pub struct OwnKey<'a> {
     pub key: VerifyingKey,
 }
 
+impl<'a> OwnKey<'a> {
+    pub fn of(server_name: &'a str, key: &'a ServerKey) -> OwnKey<'a> {
+        OwnKey { server_name, key_id: &key.key_id, key: key.signing_key.verifying_key() }
+    }
+}
+
 /// Checks the signatures `pdu` (room version `rv`) must carry. The error says whose is missing
 /// or wrong; the PDU is then to be dropped, not ingested.
 pub async fn check_pdu_signatures<K: KeySource>(pdu: &Value, rv: &RoomVersion, keys: &K, own: &OwnKey<'_>) -> Result<(), String> {
-    let servers = servers_that_must_sign(pdu, rv).map_err(|e| e.message)?;
-    for server in &servers {
-        let key_ids = signing_key_ids(pdu, server);
-        if key_ids.is_empty() {
-            return Err(format!("the event is not signed by {server}"));
-        }
-        // One valid signature per server suffices; the others may be by keys we cannot get.
-        let mut failures = Vec::new();
-        let mut verified = false;
-        for key_id in key_ids.iter().filter(|k| k.starts_with("ed25519:")) {
-            let key = if server == own.server_name && *key_id == own.key_id {
-                Ok(own.key)
-            } else {
-                keys.verify_key(server, key_id).await
-            };
-            match key.and_then(|k| verify_event_signature(pdu, rv, server, key_id, &k).map_err(|e| e.to_string())) {
-                Ok(()) => {
-                    verified = true;
-                    break;
-                }
-                Err(e) => failures.push(e),
-            }
-        }
-        if !verified {
-            return Err(format!("no valid signature of {server}: {}", failures.join("; ")));
-        }
+    for server in &servers_that_must_sign(pdu, rv).map_err(|e| e.message)? {
+        check_signed_by(pdu, rv, server, keys, own).await?;
     }
     Ok(())
+}
+
+/// Checks that `server` signed `pdu`: one valid signature of its suffices (the others may be by
+/// keys we cannot get).
+pub async fn check_signed_by<K: KeySource>(pdu: &Value, rv: &RoomVersion, server: &str, keys: &K, own: &OwnKey<'_>) -> Result<(), String> {
+    let key_ids = signing_key_ids(pdu, server);
+    if key_ids.is_empty() {
+        return Err(format!("the event is not signed by {server}"));
+    }
+    let mut failures = Vec::new();
+    for key_id in key_ids.iter().filter(|k| k.starts_with("ed25519:")) {
+        let key = if server == own.server_name && *key_id == own.key_id {
+            Ok(own.key)
+        } else {
+            keys.verify_key(server, key_id).await
+        };
+        match key.and_then(|k| verify_event_signature(pdu, rv, server, key_id, &k).map_err(|e| e.to_string())) {
+            Ok(()) => return Ok(()),
+            Err(e) => failures.push(e),
+        }
+    }
+    Err(format!("no valid signature of {server}: {}", failures.join("; ")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::auth::test_keys::FixedKeys;
-    use crate::keys::ServerKey;
     use roomserver_core::signing::hash_and_sign_event;
     use serde_json::json;
 

@@ -84,10 +84,12 @@ def main():
     wait_for("our admin API", lambda: call("POST", f"{a.admin}/_roomserver/admin/v1/rooms", {}, a.admin_token, expect=400), 60)
     token = register(a, "bob", admin=False)
     admin_token = register(a, "synapse-admin", admin=True)
+    carol_token = register(a, "carol", admin=False)
     rooms = []
     for version in a.room_versions.split(","):
         print(f"--- room version {version}", flush=True)
         rooms.append(scenario(a, version, token, admin_token))
+        invite_scenario(a, version, carol_token)
 
     # e. Negative cases, signed by an independent implementation (Synapse's signedjson, its key).
     print("--- negative cases", flush=True)
@@ -193,6 +195,30 @@ def synapse_state(a, admin_token, room):
 
 def stored(database, event_id):
     return sql(database, f"SELECT count(*) FROM roomserver.events WHERE event_id = '{event_id}' AND NOT rejected AND NOT outlier") == "1"
+
+
+def invite_scenario(a, version, carol_token):
+    """Our user invites a Synapse user (our /v2/invite to Synapse, which countersigns), who accepts
+    (Synapse's make_join / send_join to us)."""
+    syn = a.synapse_client
+    alice, carol = f"@alice:{a.our_name}", f"@carol:{a.synapse_name}"
+    room = call("POST", f"{a.admin}/_roomserver/admin/v1/rooms", {"creator": alice, "room_version": version}, a.admin_token)["room_id"]
+    # From a token taken before the invite: Synapse caches identical /sync requests for a while.
+    since = [call("GET", f"{syn}/_matrix/client/v3/sync?timeout=0", token=carol_token)["next_batch"]]
+    invite = call("POST", f"{a.admin}/_roomserver/admin/v1/rooms/{q(room)}/invite", {"sender": alice, "user_id": carol}, a.admin_token)["event_id"]
+    signers = sql(a.database, f"SELECT string_agg(s, ',' ORDER BY s) FROM jsonb_object_keys(roomserver.pdu('{invite}') -> 'signatures') s")
+    if signers != ",".join(sorted([a.our_name, a.synapse_name])):
+        raise SystemExit(f"the stored invite is signed by {signers}, not by both servers")
+
+    def invited():
+        page = call("GET", f"{syn}/_matrix/client/v3/sync?since={q(since[0])}&timeout=1000", token=carol_token)
+        since[0] = page["next_batch"]
+        return room in page.get("rooms", {}).get("invite", {})
+    wait_for("the invite in carol's /sync", invited, 60)
+    call("POST", f"{syn}/_matrix/client/v3/join/{q(room)}", {}, carol_token)
+    joined = f"SELECT membership FROM roomserver.room_members WHERE room_id = '{room}' AND user_id = '{carol}'"
+    wait_for("carol's join here", lambda: sql(a.database, joined) == "join", 60)
+    print(f"invite: {carol} invited over /v2/invite (countersigned, stored), accepted, joined {room}", flush=True)
 
 
 def scenario(a, version, token, admin_token):
