@@ -30,6 +30,9 @@ pub struct RoomVersion {
     pub id: &'static str,
     pub event_format: EventFormat,
     pub state_res: StateResAlgorithm,
+    /// v5+: an event's signing keys must be valid (`valid_until_ts`) at its `origin_server_ts`;
+    /// before, any key the server published is accepted.
+    pub enforce_key_validity: bool,
     /// v1-v5: `m.room.aliases` has its own auth rule (state_key must be the sender's domain).
     pub special_case_aliases_auth: bool,
     /// v6+: numbers must be integers in the canonical range; floats and big numbers are rejected.
@@ -64,6 +67,7 @@ const V1: RoomVersion = RoomVersion {
     id: "1",
     event_format: EventFormat::V1,
     state_res: StateResAlgorithm::V1,
+    enforce_key_validity: false,
     special_case_aliases_auth: true,
     strict_canonical_json: false,
     limit_notifications_power_levels: false,
@@ -82,7 +86,7 @@ const V2: RoomVersion = RoomVersion { id: "2", state_res: StateResAlgorithm::V2,
 const V3: RoomVersion =
     RoomVersion { id: "3", event_format: EventFormat::V2, redaction_auth_rule: false, ..V2 };
 const V4: RoomVersion = RoomVersion { id: "4", event_format: EventFormat::V3, ..V3 };
-const V5: RoomVersion = RoomVersion { id: "5", ..V4 };
+const V5: RoomVersion = RoomVersion { id: "5", enforce_key_validity: true, ..V4 };
 const V6: RoomVersion = RoomVersion {
     id: "6",
     special_case_aliases_auth: false,
@@ -170,5 +174,13 @@ mod tests {
         assert!(!v("10").updated_redaction_rules && v("11").updated_redaction_rules);
         assert!(!v("11").privileged_creators && v("12").privileged_creators);
         assert!(v("2").redaction_auth_rule && !v("3").redaction_auth_rule);
+    }
+
+    #[test]
+    fn key_validity_is_enforced_from_v5() {
+        for v in ALL {
+            let n: u32 = v.id.parse().unwrap();
+            assert_eq!(v.enforce_key_validity, n >= 5, "room version {}", v.id);
+        }
     }
 }

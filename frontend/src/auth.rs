@@ -11,6 +11,7 @@ use roomserver_core::signing::{signature_of, verify_json};
 use serde_json::{Map, Value};
 
 use crate::keys::ServerKey;
+use crate::now_ms;
 
 /// The parameters of one `X-Matrix` Authorization header.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -157,7 +158,10 @@ pub fn sign_request(method: &str, uri: &str, origin: &str, destination: &str, co
 
 /// Where the origins' keys come from (the remote key cache; a fixed map in tests).
 pub trait KeySource {
-    fn verify_key(&self, server_name: &str, key_id: &str) -> impl std::future::Future<Output = Result<VerifyingKey, String>> + Send;
+    /// `server_name`'s key `key_id`, valid (its `valid_until_ts` not passed) at `valid_at_ms`,
+    /// Unix milliseconds: now for a request, an event's `origin_server_ts` for its signatures
+    /// (`i64::MIN`: any key the server published, for room versions before 5).
+    fn verify_key(&self, server_name: &str, key_id: &str, valid_at_ms: i64) -> impl std::future::Future<Output = Result<VerifyingKey, String>> + Send;
 }
 
 /// Authenticates a request to `our_name`: the first X-Matrix header among `authorization`
@@ -180,7 +184,7 @@ pub async fn authenticate<K: KeySource>(
             return Err(AuthError::WrongDestination(d.clone()));
         }
     }
-    let key = keys.verify_key(&x.origin, &x.key).await.map_err(AuthError::KeyUnavailable)?;
+    let key = keys.verify_key(&x.origin, &x.key, now_ms()).await.map_err(AuthError::KeyUnavailable)?;
     let mut object = signed_request_object(method, uri, &x.origin, our_name, content);
     object["signatures"] = serde_json::json!({ &x.origin: { &x.key: &x.sig } });
     verify_json(&object, &x.origin, &x.key, &key).map_err(|e| AuthError::BadSignature(e.to_string()))?;
@@ -195,18 +199,28 @@ pub(crate) mod test_keys {
     use ed25519_dalek::VerifyingKey;
     use std::collections::HashMap;
 
-    pub struct FixedKeys(HashMap<(String, String), VerifyingKey>);
+    /// Keys by (server, key ID), each with its `valid_until_ts`.
+    pub struct FixedKeys(HashMap<(String, String), (VerifyingKey, i64)>);
 
     impl FixedKeys {
-        /// The public half of `key`, as `server_name`'s.
+        /// The public half of `key`, as `server_name`'s, valid forever.
         pub fn of(server_name: &str, key: &ServerKey) -> FixedKeys {
-            FixedKeys(HashMap::from([((server_name.to_owned(), key.key_id.clone()), key.signing_key.verifying_key())]))
+            FixedKeys::valid_until(server_name, key, i64::MAX)
+        }
+
+        /// The public half of `key`, as `server_name`'s, valid until `valid_until_ms`.
+        pub fn valid_until(server_name: &str, key: &ServerKey, valid_until_ms: i64) -> FixedKeys {
+            FixedKeys(HashMap::from([((server_name.to_owned(), key.key_id.clone()), (key.signing_key.verifying_key(), valid_until_ms))]))
         }
     }
 
     impl KeySource for FixedKeys {
-        async fn verify_key(&self, server_name: &str, key_id: &str) -> Result<VerifyingKey, String> {
-            self.0.get(&(server_name.to_owned(), key_id.to_owned())).copied().ok_or_else(|| format!("no key {key_id} of {server_name}"))
+        async fn verify_key(&self, server_name: &str, key_id: &str, valid_at_ms: i64) -> Result<VerifyingKey, String> {
+            match self.0.get(&(server_name.to_owned(), key_id.to_owned())) {
+                Some((key, until)) if valid_at_ms <= *until => Ok(*key),
+                Some((_, until)) => Err(format!("the key {key_id} of {server_name} is valid until {until}, not at {valid_at_ms}")),
+                None => Err(format!("no key {key_id} of {server_name}")),
+            }
         }
     }
 }

@@ -19,3 +19,8 @@ pub mod remote_keys;
 pub mod routes;
 pub mod server;
 pub mod transactions;
+
+/// The time now in Unix milliseconds (Matrix timestamps).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}

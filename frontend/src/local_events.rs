@@ -2,7 +2,6 @@
 //! `create_event` for a new room), signed with core's `hash_and_sign_event`, ingested on the
 //! primary. What may be sent is the extension's and core's to decide; this only wires the calls.
 
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rand_core::{OsRng, RngCore};
 use roomserver_core::local_event::{create_event, public_room_initial_state};
@@ -12,6 +11,7 @@ use roomserver_core::RoomVersion;
 use serde_json::Value;
 
 use crate::errors::{ApiError, Call};
+use crate::now_ms;
 use crate::routes::AppState;
 
 /// The room version of rooms created without one (Synapse's default since 1.133 is 10; 12 is
@@ -39,10 +39,6 @@ pub async fn send_to_room(state: &AppState, client: &deadpool_postgres::Object, 
 pub struct Sent {
     pub event_id: String,
     pub pdu: Value,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// Refuses a sender that is not a user of this server: we sign only for our own users.

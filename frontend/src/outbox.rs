@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -73,7 +73,7 @@ async fn worker(inner: Arc<Inner>, destination: String, mut queue: mpsc::Unbound
                 Err(_) => break,
             }
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0);
+        let now = crate::now_ms();
         // Unique across restarts (the start time) and within a run (the counter).
         let txn_id = format!("{now}-{}", inner.next_txn.fetch_add(1, Ordering::Relaxed));
         let body = json!({"origin": inner.server_name, "origin_server_ts": now, "pdus": pdus, "edus": []});

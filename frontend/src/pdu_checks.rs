@@ -34,18 +34,23 @@ pub async fn check_pdu_signatures<K: KeySource>(pdu: &Value, rv: &RoomVersion, k
 }
 
 /// Checks that `server` signed `pdu`: one valid signature of its suffices (the others may be by
-/// keys we cannot get).
+/// keys we cannot get). From room version 5 the key must be valid at the event's
+/// `origin_server_ts` (Synapse's `enforce_key_validity`).
 pub async fn check_signed_by<K: KeySource>(pdu: &Value, rv: &RoomVersion, server: &str, keys: &K, own: &OwnKey<'_>) -> Result<(), String> {
     let key_ids = signing_key_ids(pdu, server);
     if key_ids.is_empty() {
         return Err(format!("the event is not signed by {server}"));
     }
+    let valid_at_ms = match rv.enforce_key_validity {
+        true => pdu.get("origin_server_ts").and_then(Value::as_i64).ok_or("the event has no integer origin_server_ts")?,
+        false => i64::MIN,
+    };
     let mut failures = Vec::new();
     for key_id in key_ids.iter().filter(|k| k.starts_with("ed25519:")) {
         let key = if server == own.server_name && *key_id == own.key_id {
             Ok(own.key)
         } else {
-            keys.verify_key(server, key_id).await
+            keys.verify_key(server, key_id, valid_at_ms).await
         };
         match key.and_then(|k| verify_event_signature(pdu, rv, server, key_id, &k).map_err(|e| e.to_string())) {
             Ok(()) => return Ok(()),
@@ -115,5 +120,23 @@ mod tests {
         assert!(check_pdu_signatures(&named_by_us, &rv, &keys, &own).await.unwrap_err().contains("not signed by a.example"));
         let both = hash_and_sign_event(named_by_us, &rv, "a.example", &us.key_id, &us.signing_key).unwrap();
         check_pdu_signatures(&both, &rv, &keys, &own).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn from_v5_the_key_must_be_valid_at_the_events_time() {
+        let (remote, us, _) = setup();
+        let own = OwnKey::of("a.example", &us);
+        // The join is stamped at 5 ms; the key is valid until 4 ms.
+        let keys = FixedKeys::valid_until("b.example", &remote, 4);
+        for (version, accepted) in [("4", true), ("5", false), ("12", false)] {
+            let rv = RoomVersion::from_id(version).unwrap();
+            let signed = hash_and_sign_event(join(&rv, ""), &rv, "b.example", &remote.key_id, &remote.signing_key).unwrap();
+            let outcome = check_pdu_signatures(&signed, &rv, &keys, &own).await;
+            assert_eq!(outcome.is_ok(), accepted, "room version {version}: {outcome:?}");
+        }
+        let rv = RoomVersion::from_id("10").unwrap();
+        let keys = FixedKeys::valid_until("b.example", &remote, 5);
+        let signed = hash_and_sign_event(join(&rv, ""), &rv, "b.example", &remote.key_id, &remote.signing_key).unwrap();
+        check_pdu_signatures(&signed, &rv, &keys, &own).await.expect("valid_until_ts equal to origin_server_ts is valid");
     }
 }

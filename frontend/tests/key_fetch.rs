@@ -34,22 +34,27 @@ async fn keys_are_fetched_verified_and_cached() {
         .collect();
     let keys = RemoteKeys::new(FederationClient::new(common::roots(&tls), overrides));
 
-    let got = keys.verify_key("good.example", &good.key_id).await.unwrap();
+    let got = keys.verify_key("good.example", &good.key_id, roomserver_http::now_ms()).await.unwrap();
     assert_eq!(got, good.signing_key.verifying_key());
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
     // Cached: no second request, for the same key or concurrently.
-    let (a, b) = tokio::join!(keys.verify_key("good.example", &good.key_id), keys.verify_key("good.example", &good.key_id));
+    let (a, b) = tokio::join!(keys.verify_key("good.example", &good.key_id, roomserver_http::now_ms()), keys.verify_key("good.example", &good.key_id, roomserver_http::now_ms()));
     assert!(a.is_ok() && b.is_ok());
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
     // An unknown key ID is not refetched within the minimum interval.
-    assert!(keys.verify_key("good.example", "ed25519:other").await.unwrap_err().contains("asked less than"));
+    assert!(keys.verify_key("good.example", "ed25519:other", roomserver_http::now_ms()).await.unwrap_err().contains("asked less than"));
     assert_eq!(server.requests.load(Ordering::SeqCst), 1);
 
-    let e = keys.verify_key("liar.example", &liar.key_id).await.unwrap_err();
+    // An event's signature needs the key valid at the event's time: an old one is, one stamped
+    // after the key's valid_until_ts is not.
+    let now = roomserver_http::now_ms();
+    assert_eq!(keys.verify_key("good.example", &good.key_id, now - 86_400_000).await.unwrap(), got);
+    assert!(keys.verify_key("good.example", &good.key_id, now + 30 * 86_400_000).await.is_err());
+    let e = keys.verify_key("liar.example", &liar.key_id, roomserver_http::now_ms()).await.unwrap_err();
     assert!(e.contains("someone-else.example"), "{e}");
-    let e = keys.verify_key("expired.example", &expired.key_id).await.unwrap_err();
+    let e = keys.verify_key("expired.example", &expired.key_id, roomserver_http::now_ms()).await.unwrap_err();
     assert!(e.contains("expired"), "{e}");
-    let e = keys.verify_key("absent.example", "ed25519:x").await.unwrap_err();
+    let e = keys.verify_key("absent.example", "ed25519:x", roomserver_http::now_ms()).await.unwrap_err();
     assert!(e.contains("404"), "{e}");
 }
 
@@ -63,7 +68,7 @@ async fn untrusted_certificates_are_refused() {
     // Another CA than the one that signed the server's certificate.
     let other = common::test_tls();
     let keys = RemoteKeys::new(FederationClient::new(common::roots(&other), BTreeMap::from([("good.example".to_owned(), endpoint)])));
-    let e = keys.verify_key("good.example", &key.key_id).await.unwrap_err();
+    let e = keys.verify_key("good.example", &key.key_id, roomserver_http::now_ms()).await.unwrap_err();
     assert!(e.contains("TLS"), "{e}");
     assert_eq!(server.requests.load(Ordering::SeqCst), 0);
 }
