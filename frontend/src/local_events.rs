@@ -41,7 +41,7 @@ pub struct Sent {
     pub pdu: Value,
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
@@ -53,7 +53,7 @@ pub fn check_local_user(state: &AppState, user_id: &str) -> Result<(), ApiError>
     }
 }
 
-fn sign(state: &AppState, pdu: Value, rv: &RoomVersion) -> Result<Value, ApiError> {
+pub(crate) fn sign(state: &AppState, pdu: Value, rv: &RoomVersion) -> Result<Value, ApiError> {
     hash_and_sign_event(pdu, rv, &state.server_name, &state.key.key_id, &state.key.signing_key).map_err(|e| ApiError::internal(e.message))
 }
 

@@ -41,7 +41,7 @@ fn db_error(e: tokio_postgres::Error) -> String {
     }
 }
 
-fn enc(s: &str) -> String {
+pub(crate) fn enc(s: &str) -> String {
     form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
@@ -79,14 +79,8 @@ impl Receiver<'_> {
 
     /// The fetched events whose signatures verify (others are dropped, as a PDU would be).
     async fn keep_verified(&self, pdus: Vec<Value>, rv: &RoomVersion) -> Vec<Value> {
-        let mut kept = Vec::with_capacity(pdus.len());
-        for pdu in pdus {
-            match self.verified(&pdu, rv).await {
-                Ok(()) => kept.push(pdu),
-                Err(e) => eprintln!("roomserver-http: dropping an event fetched from {}: {e}", self.origin),
-            }
-        }
-        kept
+        let own = OwnKey { server_name: &self.state.server_name, key_id: &self.state.key.key_id, key: self.state.key.signing_key.verifying_key() };
+        crate::pdu_checks::keep_verified(pdus, rv, &self.state.remote_keys, &own, self.origin).await
     }
 
     async fn ingest_many(&self, pdus: Vec<Value>, outlier: bool) -> Result<(), String> {

@@ -1,0 +1,131 @@
+//! Joining a local user to a room hosted elsewhere (server-server API "Joining Rooms", the
+//! joining server's side): `make_join` at a resident server, our join built from its template
+//! by core's `join_from_template` and signed, `send_join` (v2, the whole state: no
+//! `omit_members`), the answer's state and auth chain checked (`pdu_checks`) and stored as the
+//! main README's "Joining a room hosted elsewhere" says: outliers, then the join with that state.
+
+use std::collections::HashSet;
+
+use axum::http::{Method, StatusCode};
+use roomserver_core::hashes::event_id;
+use roomserver_core::local_event::join_from_template;
+use roomserver_core::room_version::ALL;
+use roomserver_core::RoomVersion;
+use serde_json::Value;
+
+use crate::errors::{ApiError, Call};
+use crate::local_events::{check_local_user, now_ms, sign};
+use crate::outbound::Signer;
+use crate::pdu_checks::{check_pdu_signatures, keep_verified};
+use crate::routes::AppState;
+use crate::transactions::enc;
+
+const INGEST_OUTLIERS: &str = "SELECT count(*) FROM roomserver.ingest_events($1::text::jsonb, $2, true)";
+const INGEST_JOIN: &str = "SELECT roomserver.ingest_event($1::text::jsonb, $2, false, $3)::text";
+
+/// The join as stored.
+pub struct Joined {
+    pub event_id: String,
+}
+
+fn unsupported_room_version(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION", message)
+}
+
+/// A signed request to another server that must answer 200 with JSON. A refusal keeps the
+/// remote's status class and names its errcode: 403 and 404 are the caller's to see, an
+/// incompatible room version is ours, anything else is a bad gateway.
+pub async fn ask_server(state: &AppState, server: &str, method: Method, path: &str, body: Option<&Value>, what: &str) -> Result<Value, ApiError> {
+    let signer = Signer { origin: &state.server_name, key: &state.key };
+    let response = state.client.request(server, method, path, body, Some(signer)).await.map_err(|e| ApiError::bad_gateway(format!("{what} at {server}: {e}")))?;
+    if response.status != StatusCode::OK {
+        let answer = response.json().unwrap_or(Value::Null);
+        let field = |name: &str| answer.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
+        let errcode = field("errcode");
+        let message = format!("{server} refused {what} ({}): {errcode} {}", response.status, field("error"));
+        return Err(match (response.status, errcode.as_str()) {
+            (_, "M_INCOMPATIBLE_ROOM_VERSION" | "M_UNSUPPORTED_ROOM_VERSION") => unsupported_room_version(message),
+            (StatusCode::FORBIDDEN, _) => ApiError::forbidden(message),
+            (StatusCode::NOT_FOUND, _) => ApiError::not_found(message),
+            _ => ApiError::bad_gateway(message),
+        });
+    }
+    response.json().map_err(|e| ApiError::bad_gateway(format!("{what} at {server}: {e}")))
+}
+
+/// The PDUs of `field` in an answer from `server` that belong to `room_id` (others are dropped:
+/// a resident server has no business sending them).
+pub fn room_pdus(answer: &Value, field: &str, room_id: &str, server: &str) -> Result<Vec<Value>, ApiError> {
+    let pdus = answer.get(field).and_then(Value::as_array).ok_or_else(|| ApiError::bad_gateway(format!("{server}'s answer has no {field:?} list")))?;
+    Ok(pdus.iter().filter(|p| p.get("room_id").and_then(Value::as_str) == Some(room_id)).cloned().collect())
+}
+
+/// Joins local user `user_id` to `room_id` through the first of `servers` that lets us (the
+/// others are tried in turn; the last refusal is the answer when none does).
+pub async fn join_remote_room(state: &AppState, room_id: &str, user_id: &str, servers: &[String]) -> Result<Joined, ApiError> {
+    check_local_user(state, user_id)?;
+    let mut last = ApiError::invalid_param("no server other than this one to join through");
+    for server in servers.iter().filter(|s| **s != state.server_name) {
+        match join_through(state, room_id, user_id, server).await {
+            Ok(joined) => return Ok(joined),
+            Err(e) => {
+                eprintln!("roomserver-http: joining {room_id} through {server}: {}", e.message);
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn join_through(state: &AppState, room_id: &str, user_id: &str, server: &str) -> Result<Joined, ApiError> {
+    let versions: Vec<String> = ALL.iter().map(|v| format!("ver={}", v.id)).collect();
+    let path = format!("/_matrix/federation/v1/make_join/{}/{}?{}", enc(room_id), enc(user_id), versions.join("&"));
+    let made = ask_server(state, server, Method::GET, &path, None, "make_join").await?;
+    // Absent: room version 1 (spec).
+    let version = made.get("room_version").and_then(Value::as_str).unwrap_or("1");
+    let rv = RoomVersion::from_id(version).map_err(|e| unsupported_room_version(e.message))?;
+    let template = made.get("event").ok_or_else(|| ApiError::bad_gateway(format!("{server}'s make_join answer has no event")))?;
+    let join = join_from_template(&rv, template, room_id, user_id, now_ms())
+        .map_err(|e| ApiError::bad_gateway(format!("{server}'s make_join template: {}", e.message)))?;
+    let join = sign(state, join, &rv)?;
+    let join_id = event_id(&join, &rv).map_err(|e| ApiError::internal(e.message))?;
+
+    let path = format!("/_matrix/federation/v2/send_join/{}/{}", enc(room_id), enc(&join_id));
+    let answer = ask_server(state, server, Method::PUT, &path, Some(&join), "send_join").await?;
+    if answer.get("members_omitted").and_then(Value::as_bool) == Some(true) {
+        return Err(ApiError::bad_gateway(format!("{server} omitted members from send_join, which we did not ask for")));
+    }
+    // The resident server may have countersigned the join (a restricted join): then its copy,
+    // if it is the same event with valid signatures.
+    let join = match answer.get("event").filter(|e| e.is_object()) {
+        Some(countersigned) => {
+            if event_id(countersigned, &rv).ok().as_deref() != Some(join_id.as_str()) {
+                return Err(ApiError::bad_gateway(format!("{server} answered send_join with another event than {join_id}")));
+            }
+            check_pdu_signatures(countersigned, &rv, &state.remote_keys, &state.own_key())
+                .await
+                .map_err(|e| ApiError::bad_gateway(format!("{server}'s countersigned join: {e}")))?;
+            countersigned.clone()
+        }
+        None => join,
+    };
+    let room_state = keep_verified(room_pdus(&answer, "state", room_id, server)?, &rv, &state.remote_keys, &state.own_key(), server).await;
+    let auth_chain = keep_verified(room_pdus(&answer, "auth_chain", room_id, server)?, &rv, &state.remote_keys, &state.own_key(), server).await;
+    let state_ids: Vec<String> = room_state.iter().filter_map(|p| event_id(p, &rv).ok()).collect();
+    // An event may be in both lists; each is given once.
+    let mut seen = HashSet::new();
+    let outliers: Vec<Value> = room_state.into_iter().chain(auth_chain).filter(|p| event_id(p, &rv).is_ok_and(|id| seen.insert(id))).collect();
+
+    let client = state.db.writer().await?;
+    let statement = client.prepare_cached(INGEST_OUTLIERS).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    client.query_one(&statement, &[&Value::Array(outliers).to_string(), &rv.id]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let statement = client.prepare_cached(INGEST_JOIN).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let row = client.query_one(&statement, &[&join.to_string(), &rv.id, &state_ids]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let result: Value = serde_json::from_str(row.get::<_, &str>(0)).map_err(ApiError::internal)?;
+    for refusal in ["rejection", "soft_failure"] {
+        if let Some(reason) = result.get(refusal).filter(|r| !r.is_null()) {
+            return Err(ApiError::bad_gateway(format!("our join is stored but refused by the state {server} gave ({refusal}): {reason}")));
+        }
+    }
+    Ok(Joined { event_id: join_id })
+}
