@@ -68,7 +68,7 @@ pub async fn backfill_room(state: &AppState, room_id: &str, server: Option<&str>
         let v: Vec<String> = from.iter().map(|id| format!("v={}", enc(id))).collect();
         let path = format!("/_matrix/federation/v1/backfill/{}?{}&limit={limit}", enc(room_id), v.join("&"));
         let answer = ask_server(state, &server, Method::GET, &path, None, "backfill").await?;
-        let pdus = keep_verified(room_pdus(&answer, "pdus", room_id, &server)?, &rv, &state.remote_keys, &state.own_key(), &server).await;
+        let pdus = keep_verified(room_pdus(&answer, "pdus", room_id, &rv, &server)?, &rv, &state.remote_keys, &state.own_key(), &server).await;
         let auth_events = fetch_unknown_auth_events(state, &client, &server, &pdus, &rv).await?;
         if !auth_events.is_empty() {
             let statement = client.prepare_cached(INGEST_OUTLIERS).await.map_err(db)?;

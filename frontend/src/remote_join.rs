@@ -10,7 +10,7 @@ use axum::http::{Method, StatusCode};
 use roomserver_core::hashes::event_id;
 use roomserver_core::local_event::join_from_template;
 use roomserver_core::room_version::ALL;
-use roomserver_core::RoomVersion;
+use roomserver_core::{Pdu, RoomVersion};
 use serde_json::Value;
 
 use crate::errors::{ApiError, Call};
@@ -53,11 +53,12 @@ pub async fn ask_server(state: &AppState, server: &str, method: Method, path: &s
     response.json().map_err(|e| ApiError::bad_gateway(format!("{what} at {server}: {e}")))
 }
 
-/// The PDUs of `field` in an answer from `server` that belong to `room_id` (others are dropped:
-/// a resident server has no business sending them).
-pub fn room_pdus(answer: &Value, field: &str, room_id: &str, server: &str) -> Result<Vec<Value>, ApiError> {
+/// The PDUs of `field` in an answer from `server` that belong to `room_id`, by core's reading
+/// (a v12 create event has no `room_id`: its hash is the room's ID). Others are dropped: a
+/// resident server has no business sending them.
+pub fn room_pdus(answer: &Value, field: &str, room_id: &str, rv: &RoomVersion, server: &str) -> Result<Vec<Value>, ApiError> {
     let pdus = answer.get(field).and_then(Value::as_array).ok_or_else(|| ApiError::bad_gateway(format!("{server}'s answer has no {field:?} list")))?;
-    Ok(pdus.iter().filter(|p| p.get("room_id").and_then(Value::as_str) == Some(room_id)).cloned().collect())
+    Ok(pdus.iter().filter(|p| Pdu::from_json(p, rv).is_ok_and(|pdu| pdu.room_id == room_id)).cloned().collect())
 }
 
 /// Joins local user `user_id` to `room_id` through the first of `servers` that lets us (the
@@ -109,8 +110,8 @@ async fn join_through(state: &AppState, room_id: &str, user_id: &str, server: &s
         }
         None => join,
     };
-    let room_state = keep_verified(room_pdus(&answer, "state", room_id, server)?, &rv, &state.remote_keys, &state.own_key(), server).await;
-    let auth_chain = keep_verified(room_pdus(&answer, "auth_chain", room_id, server)?, &rv, &state.remote_keys, &state.own_key(), server).await;
+    let room_state = keep_verified(room_pdus(&answer, "state", room_id, &rv, server)?, &rv, &state.remote_keys, &state.own_key(), server).await;
+    let auth_chain = keep_verified(room_pdus(&answer, "auth_chain", room_id, &rv, server)?, &rv, &state.remote_keys, &state.own_key(), server).await;
     let state_ids: Vec<String> = room_state.iter().filter_map(|p| event_id(p, &rv).ok()).collect();
     // An event may be in both lists; each is given once.
     let mut seen = HashSet::new();

@@ -19,6 +19,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from remote_room import remote_room_scenario
+
 
 def call(method, url, body=None, token=None, expect=200):
     data = None if body is None else json.dumps(body).encode()
@@ -78,6 +80,7 @@ def main():
     for version in a.room_versions.split(","):
         print(f"--- room version {version}", flush=True)
         scenario(a, version, token)
+        remote_room_scenario(a, version, token)
 
 
 def scenario(a, version, token):
