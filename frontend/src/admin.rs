@@ -139,6 +139,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn bounded_fields_default_and_refuse_out_of_range() {
+        let body = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(bounded(&body(json!({})), "limit", 100, 1000).unwrap(), 100);
+        assert_eq!(bounded(&body(json!({"limit": null})), "limit", 100, 1000).unwrap(), 100);
+        assert_eq!(bounded(&body(json!({"limit": 1000})), "limit", 100, 1000).unwrap(), 1000);
+        for bad in [json!(0), json!(1001), json!(-1), json!("5"), json!(2.5)] {
+            assert_eq!(bounded(&body(json!({"limit": bad})), "limit", 100, 1000).unwrap_err().errcode, "M_BAD_JSON");
+        }
+    }
+
+    #[test]
     fn tokens_compare_whole() {
         assert!(same_token(b"0123456789abcdef", b"0123456789abcdef"));
         assert!(!same_token(b"0123456789abcdeX", b"0123456789abcdef"));

@@ -32,25 +32,29 @@ fn unsupported_room_version(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION", message)
 }
 
-/// A signed request to another server that must answer 200 with JSON. A refusal keeps the
-/// remote's status class and names its errcode: 403 and 404 are the caller's to see, an
-/// incompatible room version is ours, anything else is a bad gateway.
+/// A signed request to another server that must answer 200 with JSON; otherwise [`refusal`].
 pub async fn ask_server(state: &AppState, server: &str, method: Method, path: &str, body: Option<&Value>, what: &str) -> Result<Value, ApiError> {
     let signer = Signer { origin: &state.server_name, key: &state.key };
     let response = state.client.request(server, method, path, body, Some(signer)).await.map_err(|e| ApiError::bad_gateway(format!("{what} at {server}: {e}")))?;
     if response.status != StatusCode::OK {
-        let answer = response.json().unwrap_or(Value::Null);
-        let field = |name: &str| answer.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
-        let errcode = field("errcode");
-        let message = format!("{server} refused {what} ({}): {errcode} {}", response.status, field("error"));
-        return Err(match (response.status, errcode.as_str()) {
-            (_, "M_INCOMPATIBLE_ROOM_VERSION" | "M_UNSUPPORTED_ROOM_VERSION") => unsupported_room_version(message),
-            (StatusCode::FORBIDDEN, _) => ApiError::forbidden(message),
-            (StatusCode::NOT_FOUND, _) => ApiError::not_found(message),
-            _ => ApiError::bad_gateway(message),
-        });
+        return Err(refusal(server, what, response.status, &response.json().unwrap_or(Value::Null)));
     }
     response.json().map_err(|e| ApiError::bad_gateway(format!("{what} at {server}: {e}")))
+}
+
+/// Our answer when `server` refused `what`: the remote's status class and its errcode in the
+/// message. 403 and 404 are the caller's to see, an incompatible room version is ours (we
+/// offered every version we support), anything else is a bad gateway.
+pub fn refusal(server: &str, what: &str, status: StatusCode, answer: &Value) -> ApiError {
+    let field = |name: &str| answer.get(name).and_then(Value::as_str).unwrap_or("").to_owned();
+    let errcode = field("errcode");
+    let message = format!("{server} refused {what} ({status}): {errcode} {}", field("error"));
+    match (status, errcode.as_str()) {
+        (_, "M_INCOMPATIBLE_ROOM_VERSION" | "M_UNSUPPORTED_ROOM_VERSION") => unsupported_room_version(message),
+        (StatusCode::FORBIDDEN, _) => ApiError::forbidden(message),
+        (StatusCode::NOT_FOUND, _) => ApiError::not_found(message),
+        _ => ApiError::bad_gateway(message),
+    }
 }
 
 /// The PDUs of `field` in an answer from `server` that belong to `room_id`, by core's reading
@@ -129,4 +133,39 @@ async fn join_through(state: &AppState, room_id: &str, user_id: &str, server: &s
         }
     }
     Ok(Joined { event_id: join_id })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn refusals_keep_the_remote_errcode() {
+        let e = refusal("s.example", "make_join", StatusCode::FORBIDDEN, &json!({"errcode": "M_FORBIDDEN", "error": "not invited"}));
+        assert_eq!((e.status, e.errcode), (StatusCode::FORBIDDEN, "M_FORBIDDEN"));
+        assert!(e.message.contains("s.example") && e.message.contains("M_FORBIDDEN") && e.message.contains("not invited"), "{}", e.message);
+        let e = refusal("s.example", "make_join", StatusCode::BAD_REQUEST, &json!({"errcode": "M_INCOMPATIBLE_ROOM_VERSION", "room_version": "99"}));
+        assert_eq!((e.status, e.errcode), (StatusCode::BAD_REQUEST, "M_UNSUPPORTED_ROOM_VERSION"));
+        assert_eq!(refusal("s.example", "send_join", StatusCode::NOT_FOUND, &Value::Null).errcode, "M_NOT_FOUND");
+        let e = refusal("s.example", "send_join", StatusCode::INTERNAL_SERVER_ERROR, &json!("oops"));
+        assert_eq!((e.status, e.errcode), (StatusCode::BAD_GATEWAY, "M_UNKNOWN"));
+    }
+
+    #[test]
+    fn answers_keep_the_rooms_pdus_and_v12_create_events() {
+        let rv = RoomVersion::from_id("12").unwrap();
+        let create = roomserver_core::local_event::create_event(&rv, "@bob:s.example", None, 1).unwrap();
+        let room_id = roomserver_core::hashes::room_id_from_create_event(&create, &rv).unwrap();
+        let member = |room: &str| {
+            roomserver_core::hashes::with_content_hash(json!({"type": "m.room.member", "state_key": "@bob:s.example", "sender": "@bob:s.example",
+                "room_id": room, "content": {"membership": "join"}, "depth": 2, "origin_server_ts": 2, "prev_events": [], "auth_events": []}))
+            .unwrap()
+        };
+        let answer = json!({"state": [create, member(&room_id), member("!elsewhere")]});
+        let kept = room_pdus(&answer, "state", &room_id, &rv, "s.example").unwrap();
+        assert_eq!(kept.len(), 2, "the create event (no room_id) and the member of this room: {kept:?}");
+        assert!(kept.iter().all(|p| p.get("room_id").and_then(Value::as_str) != Some("!elsewhere")));
+        assert_eq!(room_pdus(&answer, "auth_chain", &room_id, &rv, "s.example").unwrap_err().status, StatusCode::BAD_GATEWAY);
+    }
 }
