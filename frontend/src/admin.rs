@@ -12,6 +12,7 @@
 //!   `{"events", "rounds", "complete"}`: the room's history before its gaps, from `server`
 //!   (default: another server in the room), `limit` events a request (default 100, at most
 //!   1000), at most `rounds` requests (default 10, at most 100); `complete` when no gap is left
+//!   and the create event has its state
 
 use std::sync::Arc;
 

@@ -2,7 +2,8 @@
 //! room, starting at the missing prev events `roomserver.backward_extremities` lists, each
 //! answer's PDUs checked (`pdu_checks`) and stored with `ingest_events(..., backfilled => true)`
 //! (history: no extremity or current-state change), round after round until no gap is left,
-//! a round brings nothing new, or the rounds asked for are done.
+//! a round brings nothing new, or the rounds asked for are done. When no gap is left but the
+//! create event is still an outlier, it is asked for once more (see [`GAPS`]).
 
 use std::collections::HashSet;
 
@@ -23,9 +24,14 @@ pub const MAX_BACKFILL_FROM: i64 = 20;
 pub const MAX_AUTH_FETCHES: usize = 200;
 
 const ROOM_VERSION: &str = "SELECT room_version FROM roomserver.rooms WHERE room_id = $1";
-/// The missing prev events of the room's gaps, those after the deepest stored events first.
-const GAPS: &str = "SELECT array(SELECT m FROM roomserver.backward_extremities($1) b, unnest(b.missing_prev_events) m \
-                    GROUP BY m ORDER BY max(b.depth) DESC, m COLLATE \"C\" LIMIT $2)";
+/// Where to backfill from: the missing prev events of the room's gaps, those after the deepest
+/// stored events first; when there is no gap but the create event is still an outlier (it came
+/// with a send_join's auth chain and nothing re-sent it since), the create event itself: stored
+/// again as history it gets its state, and the outliers after it theirs.
+const GAPS: &str = "WITH gaps AS (SELECT m, max(b.depth) AS d FROM roomserver.backward_extremities($1) b, unnest(b.missing_prev_events) m GROUP BY m) \
+                    SELECT CASE WHEN EXISTS (SELECT 1 FROM gaps) THEN array(SELECT m FROM gaps ORDER BY d DESC, m COLLATE \"C\" LIMIT $2) \
+                    ELSE array(SELECT e.event_id FROM roomserver.events e WHERE e.room_id = $1 AND e.type = 'm.room.create' \
+                               AND e.state_key = '' AND e.outlier AND NOT e.rejected) END";
 const OTHER_SERVERS: &str = "SELECT array(SELECT DISTINCT roomserver_internal.server_name_of(user_id) s FROM roomserver.room_members \
                              WHERE room_id = $1 AND membership = 'join' ORDER BY s) ";
 const UNKNOWN: &str = "SELECT array(SELECT x FROM unnest($1::text[]) x WHERE NOT EXISTS (SELECT 1 FROM roomserver.events e WHERE e.event_id = x))";
@@ -34,7 +40,8 @@ const INGEST_OUTLIERS: &str = "SELECT count(*) FROM roomserver.ingest_events($1:
 const INGEST_BACKFILLED: &str = "SELECT count(*) FILTER (WHERE NOT (r ->> 'duplicate')::boolean) \
                                  FROM roomserver.ingest_events($1::text::jsonb, $2, false, true) r";
 
-/// What a backfill did: events newly stored, and whether the room has no gap left.
+/// What a backfill did: events newly stored, requests made, and whether the history is whole
+/// (no gap left, the create event with its state).
 pub struct Backfilled {
     pub events: i64,
     pub rounds: usize,
