@@ -121,11 +121,17 @@ async fn join_through(state: &AppState, room_id: &str, user_id: &str, server: &s
     let mut seen = HashSet::new();
     let outliers: Vec<Value> = room_state.into_iter().chain(auth_chain).filter(|p| event_id(p, &rv).is_ok_and(|id| seen.insert(id))).collect();
 
+    // 23503: an event names auth events neither stored nor in the answer (or dropped from it):
+    // the resident's answer is incomplete, not our fault.
+    let ingest_error = |e: tokio_postgres::Error| match e.as_db_error() {
+        Some(d) if d.code().code() == "23503" => ApiError::bad_gateway(format!("{server}'s send_join answer is incomplete: {}", d.message())),
+        _ => ApiError::from_db(&e, Call::Read),
+    };
     let client = state.db.writer().await?;
     let statement = client.prepare_cached(INGEST_OUTLIERS).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
-    client.query_one(&statement, &[&Value::Array(outliers).to_string(), &rv.id]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    client.query_one(&statement, &[&Value::Array(outliers).to_string(), &rv.id]).await.map_err(ingest_error)?;
     let statement = client.prepare_cached(INGEST_JOIN).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
-    let row = client.query_one(&statement, &[&join.to_string(), &rv.id, &state_ids]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let row = client.query_one(&statement, &[&join.to_string(), &rv.id, &state_ids]).await.map_err(ingest_error)?;
     let result: Value = serde_json::from_str(row.get::<_, &str>(0)).map_err(ApiError::internal)?;
     for refusal in ["rejection", "soft_failure"] {
         if let Some(reason) = result.get(refusal).filter(|r| !r.is_null()) {

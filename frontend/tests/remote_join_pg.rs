@@ -55,6 +55,8 @@ struct Resident {
     /// The room's events, oldest first, for /backfill.
     history: Arc<Vec<Value>>,
     joins: Arc<Mutex<Vec<Value>>>,
+    /// send_join leaves the power levels out of its answer.
+    incomplete: Arc<Mutex<bool>>,
     backfills: Arc<Mutex<Vec<String>>>,
     received: Arc<Mutex<Vec<Value>>>,
 }
@@ -128,7 +130,11 @@ async fn make_join(State(r): State<Resident>) -> axum::response::Response {
 
 async fn send_join(State(r): State<Resident>, body: Bytes) -> axum::Json<Value> {
     r.joins.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
-    axum::Json(json!({"origin": REMOTE, "state": *r.send_join_state, "auth_chain": *r.auth_chain, "members_omitted": false}))
+    let keep = |events: &[Value]| -> Vec<Value> {
+        let incomplete = *r.incomplete.lock().unwrap();
+        events.iter().filter(|e| !(incomplete && e["type"] == "m.room.power_levels")).cloned().collect()
+    };
+    axum::Json(json!({"origin": REMOTE, "state": keep(&r.send_join_state), "auth_chain": keep(&r.auth_chain), "members_omitted": false}))
 }
 
 /// The history back from the newest event `v` names, newest first, `limit` events.
@@ -198,6 +204,7 @@ async fn joining_a_remote_room_and_backfilling_it() {
         auth_chain: Arc::new(auth_chain),
         history: Arc::new(room.events.clone()),
         joins: Default::default(),
+        incomplete: Arc::new(Mutex::new(true)),
         backfills: Default::default(),
         received: Default::default(),
     };
@@ -256,8 +263,16 @@ async fn joining_a_remote_room_and_backfilling_it() {
     assert!(resident.joins.lock().unwrap().is_empty());
     assert_eq!(rooms_known().await, 0);
 
-    // The join: signed by us, the room's state the resident's but for the forged topic.
+    // A send_join answer without the power levels the others name: nothing is stored.
     *resident.mode.lock().unwrap() = MakeJoin::Join;
+    let (status, body) = admin(admin_address, &join_path, &join_body).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("incomplete"), "{body}");
+    assert_eq!(rooms_known().await, 0);
+    resident.joins.lock().unwrap().clear();
+
+    // The join: signed by us, the room's state the resident's but for the forged topic.
+    *resident.incomplete.lock().unwrap() = false;
     let (status, body) = admin(admin_address, &join_path, &join_body).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let join_id = body["event_id"].as_str().unwrap().to_owned();
