@@ -75,8 +75,8 @@ log "front end: roomserver-http over the installed extension, a signed test clie
 psql -X -q -v ON_ERROR_STOP=1 -d postgres -c "DROP DATABASE IF EXISTS roomserver_http_test" -c "CREATE DATABASE roomserver_http_test"
 psql -X -q -v ON_ERROR_STOP=1 -d roomserver_http_test -c "CREATE EXTENSION pg_roomserver"
 ROOMSERVER_TEST_DATABASE_URL="host=$PGHOST port=$PGPORT user=postgres dbname=roomserver_http_test" \
-    cargo test -p roomserver-http --test federation_pg --test joins_pg -- --ignored
-log "end to end: roomserver-http and Synapse $SYNAPSE_VERSION on loopback (a room hosted here joined, paginated, talked to)"
+    cargo test -p roomserver-http --test federation_pg --test joins_pg --test remote_join_pg -- --ignored
+log "end to end: roomserver-http and Synapse $SYNAPSE_VERSION on loopback (a room hosted here joined, paginated, talked to; a Synapse room joined and backfilled)"
 bash tests/e2e/run.sh
 log "demo: scripts/demo.sh on the installed build (it checks its own answers)"
 bash scripts/demo.sh --installed >"$WORK/demo.txt" 2>&1 || { cat "$WORK/demo.txt" >&2; exit 1; }

@@ -225,6 +225,42 @@ pub fn create_event(rv: &RoomVersion, creator: &str, room_id: Option<&str>, orig
     Ok(event)
 }
 
+/// Our join event from a resident server's `make_join` template (room version `rv`), unsigned:
+/// what Synapse's `create_local_event_from_event_dict` does with it. The template must be the
+/// join of local user `user_id` to `room_id` (a resident server could otherwise have us sign
+/// anything); `origin_server_ts` is ours, the resident's `origin`, `unsigned`, `signatures`
+/// and `hashes` are dropped, v1-v2 event IDs are derived as [`prepare`] derives them, and
+/// `hashes.sha256` is set: the caller only signs. The rest (prev and auth events, depth) is
+/// the resident's: we have no state of the room to check it against.
+pub fn join_from_template(rv: &RoomVersion, template: &Value, room_id: &str, user_id: &str, origin_server_ts: i64) -> Result<Value> {
+    let mut event = template.as_object().cloned().ok_or_else(|| Error::wrong_type("event", "an object"))?;
+    let field = |name: &str| event.get(name).and_then(Value::as_str);
+    if field("room_id") != Some(room_id) {
+        return Err(Error::bad_json("room_id", format!("the template is not of room {room_id}")));
+    }
+    if field("type") != Some("m.room.member") || field("sender") != Some(user_id) || field("state_key") != Some(user_id) {
+        return Err(Error::bad_json("type", format!("the template is not a membership event of {user_id}")));
+    }
+    match event.get("content").and_then(Value::as_object) {
+        Some(c) if c.get("membership").and_then(Value::as_str) == Some("join") => {}
+        _ => return Err(Error::bad_json("content", "the template is not a join")),
+    }
+    let server = server_name_of(user_id).ok_or_else(|| Error::bad_json("sender", "\"sender\" must be a user ID (@localpart:server)"))?;
+    for dropped in ["origin", "unsigned", "signatures", "hashes", "event_id"] {
+        event.remove(dropped);
+    }
+    event.insert("origin_server_ts".into(), json!(origin_server_ts));
+    let mut event = Value::Object(event);
+    if !rv.event_id_is_hash() {
+        let local = URL_SAFE_NO_PAD.encode(content_hash_bytes(&event)?);
+        event["event_id"] = json!(format!("${local}:{server}"));
+    }
+    let event = with_content_hash(event)?;
+    // Parsed as ingest (ours and the resident's) will parse it: shape, sizes, the event ID.
+    Pdu::from_json(&event, rv)?;
+    Ok(event)
+}
+
 /// The state events after the create event of a public room (Synapse's `public_chat` preset,
 /// in its order): the creator's join, power levels, join rules `public`, history visibility
 /// `shared`. As `(type, state_key, content)`, to be built one by one with [`prepare`].
@@ -563,5 +599,41 @@ mod tests {
         let v1 = RoomVersion::from_id("1").unwrap();
         let c = create_event(&v1, ALICE, Some("!r:a.example"), 1).unwrap();
         assert!(c["event_id"].as_str().unwrap().ends_with(":a.example"));
+    }
+
+    #[test]
+    fn a_make_join_template_becomes_our_join_in_every_room_version() {
+        for rv in crate::room_version::ALL {
+            let mut room = Room::new(rv.id);
+            room.send(ALICE, "m.room.join_rules", Some(""), json!({"join_rule": "public"})).unwrap();
+            // The resident server's template: its origin and unsigned data, its v1 event ID.
+            let req = room.request(BOB, "m.room.member", Some(BOB), json!({"membership": "join"}));
+            let mut template = room.prepare(&req).unwrap();
+            template["origin"] = json!("a.example");
+            template["unsigned"] = json!({"age_ts": 5});
+            let join = join_from_template(&rv, &template, &room.room_id, BOB, 77).unwrap();
+            assert_eq!(join["origin_server_ts"], json!(77), "{}", rv.id);
+            assert!(join.get("origin").is_none() && join.get("unsigned").is_none());
+            assert!(content_hash_matches(&join).unwrap());
+            if !rv.event_id_is_hash() {
+                assert!(join["event_id"].as_str().unwrap().ends_with(":b.example"), "the joining server names a v1 event");
+            }
+            assert_eq!(join["prev_events"], template["prev_events"]);
+            assert_eq!(join["auth_events"], template["auth_events"]);
+            let admitted = room.admit(join.clone());
+            assert_eq!(admitted.event_id, event_id(&join, &rv).unwrap());
+
+            // Not the join of our user to this room: refused.
+            let room_id = room.room_id.clone();
+            assert!(join_from_template(&rv, &template, "!other:a.example", BOB, 1).is_err());
+            assert!(join_from_template(&rv, &template, &room_id, "@carol:b.example", 1).is_err());
+            let mut leave = template.clone();
+            leave["content"]["membership"] = json!("leave");
+            assert!(join_from_template(&rv, &leave, &room_id, BOB, 1).is_err());
+            let mut other_sender = template.clone();
+            other_sender["sender"] = json!(ALICE);
+            assert!(join_from_template(&rv, &other_sender, &room_id, BOB, 1).is_err());
+            assert!(join_from_template(&rv, &json!([]), &room_id, BOB, 1).is_err());
+        }
     }
 }

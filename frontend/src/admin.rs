@@ -8,6 +8,14 @@
 //!   servers fetch it (`/get_missing_events`) when a later event names it
 //! - `POST /_roomserver/admin/v1/rooms/{roomId}/invite` `{"sender", "user_id"}` → `{"event_id"}`;
 //!   a user of another server through its server (`/v2/invite`, see invites.rs)
+//! - `POST /_roomserver/admin/v1/rooms/{roomId}/join` `{"user_id", "servers"}` → `{"room_id", "event_id"}`:
+//!   a local user joins a room hosted elsewhere through the first of `servers` that lets it
+//!   (`remote_join`), the room's state as that server gives it
+//! - `POST /_roomserver/admin/v1/rooms/{roomId}/backfill` `{"server"?, "limit"?, "rounds"?}` →
+//!   `{"events", "rounds", "complete"}`: the room's history before its gaps, from `server`
+//!   (default: another server in the room), `limit` events a request (default 100, at most
+//!   1000), at most `rounds` requests (default 10, at most 100); `complete` when no gap is left
+//!   and the create event has its state
 
 use std::sync::Arc;
 
@@ -23,6 +31,8 @@ use serde_json::{json, Value};
 use crate::errors::ApiError;
 use crate::invites::invite_remote;
 use crate::local_events::{create_room, send_local, store_local, DEFAULT_ROOM_VERSION};
+use crate::remote_backfill::backfill_room;
+use crate::remote_join::join_remote_room;
 use crate::routes::AppState;
 
 /// Compares without stopping at the first difference, so the time taken does not tell how much
@@ -46,6 +56,8 @@ pub fn admin_router(state: Arc<AppState>, token: &str) -> Router {
         .route("/_roomserver/admin/v1/rooms", post(create))
         .route("/_roomserver/admin/v1/rooms/{room_id}/events", post(send))
         .route("/_roomserver/admin/v1/rooms/{room_id}/invite", post(invite))
+        .route("/_roomserver/admin/v1/rooms/{room_id}/join", post(join))
+        .route("/_roomserver/admin/v1/rooms/{room_id}/backfill", post(backfill))
         .route_layer(middleware::from_fn_with_state(token, require_token))
         .fallback(|| async { ApiError::unrecognized_path() })
         .method_not_allowed_fallback(|| async { ApiError::unrecognized_method() })
@@ -109,9 +121,47 @@ async fn invite(State(state): State<Arc<AppState>>, Path(room_id): Path<String>,
     Ok(axum::Json(json!({"event_id": sent.event_id})).into_response())
 }
 
+/// An optional integer field in `1..=max`.
+fn bounded(body: &serde_json::Map<String, Value>, field: &str, default: i64, max: i64) -> Result<i64, ApiError> {
+    match body.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v.as_i64().filter(|n| (1..=max).contains(n)).ok_or_else(|| ApiError::bad_json(format!("{field:?} must be an integer from 1 to {max}"))),
+    }
+}
+
+async fn join(State(state): State<Arc<AppState>>, Path(room_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let body = body_object(&body)?;
+    let user_id = required(&body, "user_id")?;
+    let servers: Vec<String> = match body.get("servers") {
+        Some(Value::Array(a)) if !a.is_empty() && a.iter().all(Value::is_string) => a.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect(),
+        _ => return Err(ApiError::bad_json("\"servers\" must be a non-empty list of server names")),
+    };
+    let joined = join_remote_room(&state, &room_id, user_id, &servers).await?;
+    Ok(axum::Json(json!({"room_id": room_id, "event_id": joined.event_id})).into_response())
+}
+
+async fn backfill(State(state): State<Arc<AppState>>, Path(room_id): Path<String>, body: Bytes) -> Result<Response, ApiError> {
+    let body = if body.is_empty() { serde_json::Map::new() } else { body_object(&body)? };
+    let limit = bounded(&body, "limit", 100, 1000)?;
+    let rounds = bounded(&body, "rounds", 10, 100)? as usize;
+    let done = backfill_room(&state, &room_id, string(&body, "server")?, limit, rounds).await?;
+    Ok(axum::Json(json!({"events": done.events, "rounds": done.rounds, "complete": done.complete})).into_response())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bounded_fields_default_and_refuse_out_of_range() {
+        let body = |v: Value| v.as_object().unwrap().clone();
+        assert_eq!(bounded(&body(json!({})), "limit", 100, 1000).unwrap(), 100);
+        assert_eq!(bounded(&body(json!({"limit": null})), "limit", 100, 1000).unwrap(), 100);
+        assert_eq!(bounded(&body(json!({"limit": 1000})), "limit", 100, 1000).unwrap(), 1000);
+        for bad in [json!(0), json!(1001), json!(-1), json!("5"), json!(2.5)] {
+            assert_eq!(bounded(&body(json!({"limit": bad})), "limit", 100, 1000).unwrap_err().errcode, "M_BAD_JSON");
+        }
+    }
 
     #[test]
     fn tokens_compare_whole() {

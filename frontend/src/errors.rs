@@ -51,6 +51,10 @@ impl ApiError {
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "M_UNKNOWN", message)
     }
+    /// Another server failed us (no answer, or a malformed one).
+    pub fn bad_gateway(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_GATEWAY, "M_UNKNOWN", message)
+    }
     /// This server's fault: the details go to the log, not to the remote server.
     pub fn internal(detail: impl std::fmt::Display) -> ApiError {
         eprintln!("roomserver-http: internal error: {detail}");

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::errors::{ApiError, Call};
 use crate::local_events::{ingest, prepare_signed, send_to_room, Sent};
 use crate::outbound::{percent_encoded, Signer};
-use crate::pdu_checks::{check_pdu_signatures, check_signed_by, OwnKey};
+use crate::pdu_checks::{check_pdu_signatures, check_signed_by};
 use crate::routes::AppState;
 
 /// What the invitee's server is shown of the room before it joins: the state events the spec
@@ -64,7 +64,7 @@ async fn check_countersigned(state: &AppState, signed: &Value, rv: &roomserver_c
     if returned != id {
         return Err(format!("it sent back another event ({returned}, not {id})"));
     }
-    let own = OwnKey::of(&state.server_name, &state.key);
+    let own = state.own_key();
     check_pdu_signatures(signed, rv, &state.remote_keys, &own).await?;
     check_signed_by(signed, rv, destination, &state.remote_keys, &own).await?;
     Ok(signed.clone())

@@ -15,7 +15,7 @@ use roomserver_core::RoomVersion;
 use serde_json::Value;
 
 use crate::errors::{ApiError, Call};
-use crate::pdu_checks::{check_pdu_signatures, OwnKey};
+use crate::pdu_checks::check_pdu_signatures;
 use crate::routes::{json_text, AppState, JsonBody, Origin};
 
 /// `(room version, version supported by the joining server, template)`.
@@ -117,7 +117,7 @@ pub async fn send_join_v2(
     let row = rows.first().ok_or_else(|| ApiError::not_found(format!("Unknown room {room_id}")))?;
     let rv = RoomVersion::from_id(row.get::<_, &str>(0)).map_err(|e| ApiError::internal(e.message))?;
     check_join(&pdu, &rv, &room_id, &claimed_id, &origin)?;
-    let own = OwnKey { server_name: &state.server_name, key_id: &state.key.key_id, key: state.key.signing_key.verifying_key() };
+    let own = state.own_key();
     check_pdu_signatures(&pdu, &rv, &state.remote_keys, &own).await.map_err(ApiError::forbidden)?;
 
     let statement = client.prepare_cached(INGEST).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;

@@ -15,6 +15,8 @@ pub mod local_events;
 pub mod outbound;
 pub mod outbox;
 pub mod pdu_checks;
+pub mod remote_backfill;
+pub mod remote_join;
 pub mod remote_keys;
 pub mod routes;
 pub mod server;

@@ -49,7 +49,7 @@ pub fn check_local_user(state: &AppState, user_id: &str) -> Result<(), ApiError>
     }
 }
 
-fn sign(state: &AppState, pdu: Value, rv: &RoomVersion) -> Result<Value, ApiError> {
+pub(crate) fn sign(state: &AppState, pdu: Value, rv: &RoomVersion) -> Result<Value, ApiError> {
     hash_and_sign_event(pdu, rv, &state.server_name, &state.key.key_id, &state.key.signing_key).map_err(|e| ApiError::internal(e.message))
 }
 

@@ -60,6 +60,19 @@ pub async fn check_signed_by<K: KeySource>(pdu: &Value, rv: &RoomVersion, server
     Err(format!("no valid signature of {server}: {}", failures.join("; ")))
 }
 
+/// The fetched events (from `source`) whose signatures verify; the others are dropped with a
+/// log line, as a `/send` PDU that fails would be.
+pub async fn keep_verified<K: KeySource>(pdus: Vec<Value>, rv: &RoomVersion, keys: &K, own: &OwnKey<'_>, source: &str) -> Vec<Value> {
+    let mut kept = Vec::with_capacity(pdus.len());
+    for pdu in pdus {
+        match check_pdu_signatures(&pdu, rv, keys, own).await {
+            Ok(()) => kept.push(pdu),
+            Err(e) => eprintln!("roomserver-http: dropping an event fetched from {source}: {e}"),
+        }
+    }
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -40,6 +40,13 @@ pub struct AppState {
     pub in_flight: Semaphore,
 }
 
+impl AppState {
+    /// Our key, for checking events we signed without asking ourselves.
+    pub fn own_key(&self) -> crate::pdu_checks::OwnKey<'_> {
+        crate::pdu_checks::OwnKey::of(&self.server_name, &self.key)
+    }
+}
+
 /// The authenticated origin of a request.
 #[derive(Clone)]
 pub struct Origin(pub String);

@@ -16,8 +16,8 @@ use roomserver_core::RoomVersion;
 use serde_json::{json, Map, Value};
 
 use crate::errors::{ApiError, Call};
-use crate::outbound::Signer;
-use crate::pdu_checks::{check_pdu_signatures, OwnKey};
+use crate::outbound::{percent_encoded, Signer};
+use crate::pdu_checks::check_pdu_signatures;
 use crate::routes::{AppState, JsonBody, Origin};
 
 /// The spec's bound on PDUs in a transaction.
@@ -39,10 +39,6 @@ fn db_error(e: tokio_postgres::Error) -> String {
         Some(d) => format!("{}: {}", d.code().code(), d.message()),
         None => format!("database: {e}"),
     }
-}
-
-fn enc(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 struct Receiver<'a> {
@@ -73,20 +69,14 @@ impl Receiver<'_> {
     }
 
     async fn verified(&self, pdu: &Value, rv: &RoomVersion) -> Result<(), String> {
-        let own = OwnKey { server_name: &self.state.server_name, key_id: &self.state.key.key_id, key: self.state.key.signing_key.verifying_key() };
+        let own = self.state.own_key();
         check_pdu_signatures(pdu, rv, &self.state.remote_keys, &own).await
     }
 
     /// The fetched events whose signatures verify (others are dropped, as a PDU would be).
     async fn keep_verified(&self, pdus: Vec<Value>, rv: &RoomVersion) -> Vec<Value> {
-        let mut kept = Vec::with_capacity(pdus.len());
-        for pdu in pdus {
-            match self.verified(&pdu, rv).await {
-                Ok(()) => kept.push(pdu),
-                Err(e) => eprintln!("roomserver-http: dropping an event fetched from {}: {e}", self.origin),
-            }
-        }
-        kept
+        let own = self.state.own_key();
+        crate::pdu_checks::keep_verified(pdus, rv, &self.state.remote_keys, &own, self.origin).await
     }
 
     async fn ingest_many(&self, pdus: Vec<Value>, outlier: bool) -> Result<(), String> {
@@ -111,7 +101,7 @@ impl Receiver<'_> {
             missing[field].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect()).unwrap_or_default()
         };
         if !list("missing_auth_events").is_empty() {
-            let chain = self.fetch(Method::GET, &format!("/_matrix/federation/v1/event_auth/{}/{}", enc(room_id), enc(event_id)), None).await?;
+            let chain = self.fetch(Method::GET, &format!("/_matrix/federation/v1/event_auth/{}/{}", percent_encoded(room_id), percent_encoded(event_id)), None).await?;
             let chain = self.keep_verified(Self::pdus_of(&chain, "auth_chain")?, rv).await;
             self.ingest_many(chain, true).await?;
         }
@@ -119,7 +109,7 @@ impl Receiver<'_> {
         if !list("missing_prev_events").is_empty() {
             let earliest = self.string_array(EXTREMITIES, &[&room_id]).await?;
             let request = json!({"earliest_events": earliest, "latest_events": [event_id], "limit": MISSING_EVENTS_LIMIT, "min_depth": 0});
-            let gap = self.fetch(Method::POST, &format!("/_matrix/federation/v1/get_missing_events/{}", enc(room_id)), Some(&request)).await;
+            let gap = self.fetch(Method::POST, &format!("/_matrix/federation/v1/get_missing_events/{}", percent_encoded(room_id)), Some(&request)).await;
             let closed = match gap {
                 Ok(gap) => {
                     let events = self.keep_verified(Self::pdus_of(&gap, "events")?, rv).await;
@@ -148,7 +138,7 @@ impl Receiver<'_> {
     /// The state before `pdu` from the origin's `/state_ids`, its unknown events fetched with
     /// `/event` and stored as outliers. Returns the state's event IDs.
     async fn state_before(&self, _pdu: &Value, room_id: &str, event_id: &str, rv: &RoomVersion) -> Result<Vec<String>, String> {
-        let ids = self.fetch(Method::GET, &format!("/_matrix/federation/v1/state_ids/{}?event_id={}", enc(room_id), enc(event_id)), None).await?;
+        let ids = self.fetch(Method::GET, &format!("/_matrix/federation/v1/state_ids/{}?event_id={}", percent_encoded(room_id), percent_encoded(event_id)), None).await?;
         let strings = |field: &str| -> Result<Vec<String>, String> {
             ids.get(field)
                 .and_then(Value::as_array)
@@ -164,7 +154,7 @@ impl Receiver<'_> {
         }
         let mut fetched = Vec::with_capacity(unknown.len());
         for id in &unknown {
-            let body = self.fetch(Method::GET, &format!("/_matrix/federation/v1/event/{}", enc(id)), None).await?;
+            let body = self.fetch(Method::GET, &format!("/_matrix/federation/v1/event/{}", percent_encoded(id)), None).await?;
             fetched.extend(Self::pdus_of(&body, "pdus")?);
         }
         let fetched = self.keep_verified(fetched, rv).await;

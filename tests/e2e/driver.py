@@ -27,6 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from remote_room import remote_room_scenario
 from signed_client import SignedClient, negative_cases
 
 
@@ -90,6 +91,7 @@ def main():
         print(f"--- room version {version}", flush=True)
         rooms.append(scenario(a, version, token, admin_token))
         invite_scenario(a, version, carol_token)
+        remote_room_scenario(a, version, token)
 
     # e. Negative cases, signed by an independent implementation (Synapse's signedjson, its key).
     print("--- negative cases", flush=True)
