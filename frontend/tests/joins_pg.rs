@@ -23,11 +23,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use roomserver_core::signing::hash_and_sign_event;
 use roomserver_core::RoomVersion;
-use roomserver_http::config::Config;
 use roomserver_http::keys::ServerKey;
 use roomserver_http::outbound::{FederationClient, Signer};
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 #[derive(Clone)]
 struct Fake {
@@ -59,21 +58,14 @@ async fn admin(address: std::net::SocketAddr, path: &str, token: Option<&str>, b
 #[ignore = "needs ROOMSERVER_TEST_DATABASE_URL (a database with pg_roomserver)"]
 async fn local_rooms_and_remote_joins() {
     let url = std::env::var("ROOMSERVER_TEST_DATABASE_URL").expect("ROOMSERVER_TEST_DATABASE_URL");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let our_name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_address = admin_listener.local_addr().unwrap();
+    let listeners = common::bind_our_listeners().await;
+    let (our_name, admin_address) = (listeners.our_name.clone(), listeners.admin_address);
     let mut db_config: tokio_postgres::Config = url.parse().unwrap();
     db_config.options(format!("-c roomserver.server_name={our_name}"));
     let (db, connection) = db_config.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
 
     let tls = common::test_tls();
-    let dir = std::env::temp_dir().join(format!("roomserver-http-joins-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (file, text) in [("ca.pem", &tls.ca_pem), ("tls.crt", &tls.cert_pem), ("tls.key", &tls.key_pem)] {
-        std::fs::write(dir.join(file), text).unwrap();
-    }
     let remote = "s1.example";
     let remote_key = ServerKey::generate();
     let impostor_key = ServerKey::generate();
@@ -94,23 +86,7 @@ async fn local_rooms_and_remote_joins() {
         .with_state(fake.clone());
     let key_server = common::start_tls_server(&tls, app, Default::default()).await;
     let key_server_url = format!("https://127.0.0.1:{}", key_server.address.port());
-    let config_text = format!(
-        "server_name = {our_name:?}\nlisten = {our_name:?}\ntls_certificate = \"tls.crt\"\ntls_private_key = \"tls.key\"\n\
-         signing_key = \"signing.key\"\ndatabase_url = {url:?}\ntrusted_ca_file = \"ca.pem\"\ndatabase_pool_size = 2\n\
-         admin_listen = \"{admin_address}\"\nadmin_token = {TOKEN:?}\n\
-         [key_server_overrides]\n{remote:?} = {key_server_url:?}\n"
-    );
-    std::fs::write(dir.join("config.toml"), config_text).unwrap();
-    let config = Config::load(&dir.join("config.toml")).unwrap();
-    let built = roomserver_http::server::build(&config).unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (mut s1, mut s2) = (stopped.clone(), stopped);
-    let server = tokio::spawn(roomserver_http::server::serve(listener, built.tls, built.federation, async move {
-        let _ = s1.changed().await;
-    }));
-    let admin_server = tokio::spawn(roomserver_http::server::serve_plain(admin_listener, built.admin.unwrap(), async move {
-        let _ = s2.changed().await;
-    }));
+    let our_server = common::start_our_server(listeners, &tls, "joins", &url, TOKEN, &[(remote, &key_server_url)]).await;
 
     let alice = format!("@alice:{our_name}");
     let bob = format!("@bob:{remote}");
@@ -314,8 +290,5 @@ async fn local_rooms_and_remote_joins() {
     let gaps: Vec<String> = db.query_one("SELECT array(SELECT event_id FROM roomserver.backward_extremities($1))", &[&room_id]).await.unwrap().get(0);
     assert_eq!(gaps, vec![id_of(&six)]);
 
-    let _ = stop.send(true);
-    tokio::time::timeout(Duration::from_secs(15), server).await.expect("the server stops").unwrap();
-    tokio::time::timeout(Duration::from_secs(15), admin_server).await.expect("the admin API stops").unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    our_server.stop().await;
 }

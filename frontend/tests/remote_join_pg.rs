@@ -28,10 +28,9 @@ use roomserver_core::hashes::event_id;
 use roomserver_core::local_event::{create_event, prepare, LocalEvent};
 use roomserver_core::signing::hash_and_sign_event;
 use roomserver_core::RoomVersion;
-use roomserver_http::config::Config;
 use roomserver_http::keys::ServerKey;
 use serde_json::{json, Value};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 const TOKEN: &str = "test-admin-token-0123456789";
 const REMOTE: &str = "s1.example";
@@ -154,10 +153,8 @@ async fn backfill(State(r): State<Resident>, Path(_room): Path<String>, RawQuery
 #[ignore = "needs ROOMSERVER_TEST_DATABASE_URL (a database with pg_roomserver)"]
 async fn joining_a_remote_room_and_backfilling_it() {
     let url = std::env::var("ROOMSERVER_TEST_DATABASE_URL").expect("ROOMSERVER_TEST_DATABASE_URL");
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let our_name = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let admin_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_address = admin_listener.local_addr().unwrap();
+    let listeners = common::bind_our_listeners().await;
+    let (our_name, admin_address) = (listeners.our_name.clone(), listeners.admin_address);
     let (db, connection) = url.parse::<tokio_postgres::Config>().unwrap().connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(connection);
     let alice = format!("@alice:{our_name}");
@@ -191,11 +188,6 @@ async fn joining_a_remote_room_and_backfilling_it() {
     let other_template = room.unsigned(&mallory, "m.room.member", Some(&mallory), json!({"membership": "join"}));
 
     let tls = common::test_tls();
-    let dir = std::env::temp_dir().join(format!("roomserver-http-remote-join-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (file, text) in [("ca.pem", &tls.ca_pem), ("tls.crt", &tls.cert_pem), ("tls.key", &tls.key_pem)] {
-        std::fs::write(dir.join(file), text).unwrap();
-    }
     let resident = Resident {
         keys: key.key_response(REMOTE, Duration::from_secs(3600), SystemTime::now()),
         mode: Arc::new(Mutex::new(MakeJoin::Refuse)),
@@ -220,23 +212,7 @@ async fn joining_a_remote_room_and_backfilling_it() {
         .with_state(resident.clone());
     let server_of_resident = common::start_tls_server(&tls, app, Default::default()).await;
     let resident_url = format!("https://127.0.0.1:{}", server_of_resident.address.port());
-    let config_text = format!(
-        "server_name = {our_name:?}\nlisten = {our_name:?}\ntls_certificate = \"tls.crt\"\ntls_private_key = \"tls.key\"\n\
-         signing_key = \"signing.key\"\ndatabase_url = {url:?}\ntrusted_ca_file = \"ca.pem\"\ndatabase_pool_size = 2\n\
-         admin_listen = \"{admin_address}\"\nadmin_token = {TOKEN:?}\n\
-         [key_server_overrides]\n{REMOTE:?} = {resident_url:?}\n"
-    );
-    std::fs::write(dir.join("config.toml"), config_text).unwrap();
-    let config = Config::load(&dir.join("config.toml")).unwrap();
-    let built = roomserver_http::server::build(&config).unwrap();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let (mut s1, mut s2) = (stopped.clone(), stopped);
-    let server = tokio::spawn(roomserver_http::server::serve(listener, built.tls, built.federation, async move {
-        let _ = s1.changed().await;
-    }));
-    let admin_server = tokio::spawn(roomserver_http::server::serve_plain(admin_listener, built.admin.unwrap(), async move {
-        let _ = s2.changed().await;
-    }));
+    let our_server = common::start_our_server(listeners, &tls, "remote-join", &url, TOKEN, &[(REMOTE, &resident_url)]).await;
 
     let enc = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
     let join_path = format!("/_roomserver/admin/v1/rooms/{}/join", enc(&room_id));
@@ -331,8 +307,5 @@ async fn joining_a_remote_room_and_backfilling_it() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let _ = stop.send(true);
-    tokio::time::timeout(Duration::from_secs(15), server).await.expect("the server stops").unwrap();
-    tokio::time::timeout(Duration::from_secs(15), admin_server).await.expect("the admin API stops").unwrap();
-    std::fs::remove_dir_all(&dir).unwrap();
+    our_server.stop().await;
 }

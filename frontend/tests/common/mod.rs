@@ -83,3 +83,71 @@ pub async fn start_tls_server(tls: &TestTls, app: Router, requests: Arc<AtomicUs
     }));
     KeyServer { address, requests, _stop: stop }
 }
+
+/// The loopback sockets of a front end under test, bound first so that its server name (which
+/// names the port) is known before the fake remote servers are built.
+pub struct OurListeners {
+    pub federation: TcpListener,
+    pub admin: TcpListener,
+    /// `127.0.0.1:PORT`: our server name.
+    pub our_name: String,
+    pub admin_address: SocketAddr,
+}
+
+pub async fn bind_our_listeners() -> OurListeners {
+    let federation = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let our_name = format!("127.0.0.1:{}", federation.local_addr().unwrap().port());
+    let admin_address = admin.local_addr().unwrap();
+    OurListeners { federation, admin, our_name, admin_address }
+}
+
+/// A front end under test, serving federation (TLS) and the admin API (plain) until stopped.
+pub struct OurServer {
+    pub dir: std::path::PathBuf,
+    stop: tokio::sync::watch::Sender<bool>,
+    federation: tokio::task::JoinHandle<()>,
+    admin: tokio::task::JoinHandle<()>,
+}
+
+/// Starts roomserver-http on `listeners` from a configuration written to a fresh directory
+/// (`label` names it): the test certificate, `database_url`, the admin API with `admin_token`,
+/// and `key_server_overrides` (server name, `https://…` URL).
+pub async fn start_our_server(listeners: OurListeners, tls: &TestTls, label: &str, database_url: &str, admin_token: &str, overrides: &[(&str, &str)]) -> OurServer {
+    let dir = std::env::temp_dir().join(format!("roomserver-http-{label}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, text) in [("ca.pem", &tls.ca_pem), ("tls.crt", &tls.cert_pem), ("tls.key", &tls.key_pem)] {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    let (our_name, admin_address) = (&listeners.our_name, listeners.admin_address);
+    let mut config_text = format!(
+        "server_name = {our_name:?}\nlisten = {our_name:?}\ntls_certificate = \"tls.crt\"\ntls_private_key = \"tls.key\"\n\
+         signing_key = \"signing.key\"\ndatabase_url = {database_url:?}\ntrusted_ca_file = \"ca.pem\"\ndatabase_pool_size = 2\n\
+         admin_listen = \"{admin_address}\"\nadmin_token = {admin_token:?}\n[key_server_overrides]\n"
+    );
+    for (name, url) in overrides {
+        config_text.push_str(&format!("{name:?} = {url:?}\n"));
+    }
+    std::fs::write(dir.join("config.toml"), config_text).unwrap();
+    let config = roomserver_http::config::Config::load(&dir.join("config.toml")).unwrap();
+    let built = roomserver_http::server::build(&config).unwrap();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let (mut s1, mut s2) = (stopped.clone(), stopped);
+    let federation = tokio::spawn(roomserver_http::server::serve(listeners.federation, built.tls, built.federation, async move {
+        let _ = s1.changed().await;
+    }));
+    let admin = tokio::spawn(roomserver_http::server::serve_plain(listeners.admin, built.admin.unwrap(), async move {
+        let _ = s2.changed().await;
+    }));
+    OurServer { dir, stop, federation, admin }
+}
+
+impl OurServer {
+    /// Stops both listeners (bounded) and removes the directory.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        tokio::time::timeout(std::time::Duration::from_secs(15), self.federation).await.expect("the server stops").unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(15), self.admin).await.expect("the admin API stops").unwrap();
+        std::fs::remove_dir_all(&self.dir).unwrap();
+    }
+}
