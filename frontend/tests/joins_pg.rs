@@ -11,10 +11,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use std::time::{Duration, SystemTime};
 
 use axum::body::Bytes;
@@ -33,6 +33,10 @@ struct Fake {
     keys: Value,
     gap: Arc<Mutex<Vec<Value>>>,
     state_ids: Arc<Mutex<Value>>,
+    /// `/event_auth` answers: the `auth_chain` of any event asked about.
+    auth_chain: Arc<Mutex<Vec<Value>>>,
+    /// `/event/{id}` answers, by event ID.
+    events: Arc<Mutex<HashMap<String, Value>>>,
     received: Arc<Mutex<Vec<Value>>>,
 }
 
@@ -70,11 +74,21 @@ async fn local_rooms_and_remote_joins() {
     let remote_key = ServerKey::generate();
     let impostor_key = ServerKey::generate();
     // The remote server: its keys, get_missing_events from `gap`, and what our /send brings.
-    let fake = Fake { keys: remote_key.key_response(remote, Duration::from_secs(3600), SystemTime::now()), gap: Default::default(), state_ids: Default::default(), received: Default::default() };
+    let fake = Fake { keys: remote_key.key_response(remote, Duration::from_secs(3600), SystemTime::now()), gap: Default::default(), state_ids: Default::default(),
+        auth_chain: Default::default(), events: Default::default(), received: Default::default() };
     let app = axum::Router::new()
         .route("/_matrix/key/v2/server", axum::routing::get(|State(f): State<Fake>| async move { axum::Json(f.keys) }))
         .route("/_matrix/federation/v1/get_missing_events/{room}", axum::routing::post(|State(f): State<Fake>| async move {
             axum::Json(json!({"events": f.gap.lock().unwrap().clone()}))
+        }))
+        .route("/_matrix/federation/v1/event_auth/{room}/{event}", axum::routing::get(|State(f): State<Fake>| async move {
+            axum::Json(json!({"auth_chain": f.auth_chain.lock().unwrap().clone()}))
+        }))
+        .route("/_matrix/federation/v1/event/{event}", axum::routing::get(|State(f): State<Fake>, Path(id): Path<String>| async move {
+            match f.events.lock().unwrap().get(&id) {
+                Some(pdu) => (StatusCode::OK, axum::Json(json!({"origin": "s1.example", "origin_server_ts": 1, "pdus": [pdu]}))),
+                None => (StatusCode::NOT_FOUND, axum::Json(json!({"errcode": "M_NOT_FOUND", "error": "no such event"}))),
+            }
         }))
         .route("/_matrix/federation/v1/state_ids/{room}", axum::routing::get(|State(f): State<Fake>| async move {
             axum::Json(f.state_ids.lock().unwrap().clone())
@@ -289,6 +303,67 @@ async fn local_rooms_and_remote_joins() {
     assert_eq!((row.get::<_, bool>(0), row.get::<_, bool>(1)), (false, false));
     let gaps: Vec<String> = db.query_one("SELECT array(SELECT event_id FROM roomserver.backward_extremities($1))", &[&room_id]).await.unwrap().get(0);
     assert_eq!(gaps, vec![id_of(&six)]);
+
+    // An auth event we do not have (Bob's new displayname, never sent) cited by a PDU whose prev
+    // event we have: fetched with /event_auth, stored as an outlier, and the PDU accepted.
+    let member = |displayname: &str| {
+        let db = &db;
+        let (room_id, bob) = (room_id.clone(), bob.clone());
+        let content = json!({"membership": "join", "displayname": displayname}).to_string();
+        async move {
+            let row = db.query_one("SELECT roomserver.prepare_event($1, 'm.room.member', $2, $2, $3::text::jsonb)::text", &[&room_id, &bob, &content]).await.unwrap();
+            serde_json::from_str::<Value>(row.get::<_, &str>(0)).unwrap()
+        }
+    };
+    let renamed = sign(member("Bob the first").await, &remote_key);
+    let mut seven = after(&six, "seven");
+    seven.as_object_mut().unwrap().remove("signatures");
+    let old_member: String = db.query_one("SELECT event_id FROM roomserver.current_state WHERE room_id = $1 AND type = 'm.room.member' AND state_key = $2", &[&room_id, &bob]).await.unwrap().get(0);
+    let auth: Vec<Value> = seven["auth_events"].as_array().unwrap().iter().map(|a| if a == &json!(old_member) { json!(id_of(&renamed)) } else { a.clone() }).collect();
+    assert!(auth.contains(&json!(id_of(&renamed))), "seven cites Bob's membership");
+    seven["auth_events"] = json!(auth);
+    let seven = sign(seven, &remote_key);
+    let known_chain: Value = serde_json::from_str(db.query_one("SELECT roomserver.event_auth($1, $2)::text", &[&room_id, &id_of(&six)]).await.unwrap().get::<_, &str>(0)).unwrap();
+    let mut chain = known_chain["auth_chain"].as_array().unwrap().clone();
+    chain.push(renamed.clone());
+    *fake.auth_chain.lock().unwrap() = chain;
+    let transaction = json!({"origin": remote, "origin_server_ts": 4, "pdus": [seven]});
+    let r = client.request(&our_name, Method::PUT, "/_matrix/federation/v1/send/t4", Some(&transaction), signer(&remote_key)).await.unwrap();
+    assert_eq!(r.json().unwrap(), json!({"pdus": {id_of(&seven): {}}}));
+    let row = db.query_one("SELECT (SELECT outlier FROM roomserver.events WHERE event_id = $1), (SELECT NOT outlier AND NOT rejected FROM roomserver.events WHERE event_id = $2)", &[&id_of(&renamed), &id_of(&seven)]).await.unwrap();
+    assert_eq!((row.get::<_, Option<bool>>(0), row.get::<_, Option<bool>>(1)), (Some(true), Some(true)), "the auth event an outlier, the PDU accepted");
+
+    // A gap whose state holds an event we do not have (Bob renamed again, in the gap): after
+    // /state_ids, that event comes from /event; the PDU is stored with that state.
+    let mut renamed_again = member("Bob the second").await;
+    renamed_again.as_object_mut().unwrap().remove("hashes");
+    renamed_again["prev_events"] = json!([id_of(&seven)]);
+    renamed_again["depth"] = json!(seven["depth"].as_i64().unwrap() + 1);
+    let renamed_again = sign(renamed_again, &remote_key);
+    // A message after it (from seven's, which is one), citing it as Bob's membership.
+    let mut nine = seven.clone();
+    nine.as_object_mut().unwrap().remove("signatures");
+    nine["prev_events"] = json!([id_of(&renamed_again)]);
+    nine["depth"] = json!(renamed_again["depth"].as_i64().unwrap() + 1);
+    nine["content"] = json!({"body": "nine"});
+    nine["origin_server_ts"] = json!(renamed_again["origin_server_ts"].as_i64().unwrap() + 1);
+    nine["auth_events"] = json!(nine["auth_events"].as_array().unwrap().iter()
+        .map(|a| if a == &json!(id_of(&renamed)) { json!(id_of(&renamed_again)) } else { a.clone() }).collect::<Vec<_>>());
+    let nine = sign(nine, &remote_key);
+    let state_at_seven: Value = serde_json::from_str(db.query_one("SELECT roomserver.state_ids($1, $2)::text", &[&room_id, &id_of(&seven)]).await.unwrap().get::<_, &str>(0)).unwrap();
+    let mut state_at_nine = state_at_seven.clone();
+    let pdu_ids: Vec<Value> = state_at_seven["pdu_ids"].as_array().unwrap().iter().filter(|id| **id != json!(old_member)).cloned().chain([json!(id_of(&renamed_again))]).collect();
+    state_at_nine["pdu_ids"] = json!(pdu_ids);
+    *fake.state_ids.lock().unwrap() = state_at_nine;
+    fake.events.lock().unwrap().insert(id_of(&renamed_again), renamed_again.clone());
+    let transaction = json!({"origin": remote, "origin_server_ts": 5, "pdus": [nine]});
+    let r = client.request(&our_name, Method::PUT, "/_matrix/federation/v1/send/t5", Some(&transaction), signer(&remote_key)).await.unwrap();
+    assert_eq!(r.json().unwrap(), json!({"pdus": {id_of(&nine): {}}}));
+    let row = db.query_one("SELECT (SELECT outlier FROM roomserver.events WHERE event_id = $1), (SELECT NOT outlier AND NOT rejected FROM roomserver.events WHERE event_id = $2), \
+        (SELECT content ->> 'displayname' FROM roomserver.current_state WHERE room_id = $3 AND type = 'm.room.member' AND state_key = $4)",
+        &[&id_of(&renamed_again), &id_of(&nine), &room_id, &bob]).await.unwrap();
+    assert_eq!((row.get::<_, Option<bool>>(0), row.get::<_, Option<bool>>(1), row.get::<_, Option<String>>(2)),
+        (Some(true), Some(true), Some("Bob the second".to_owned())), "the state event from /event, the PDU stored with it");
 
     our_server.stop().await;
 }
