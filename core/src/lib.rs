@@ -14,6 +14,7 @@ pub mod prng;
 pub mod redaction;
 pub mod room_state;
 pub mod room_version;
+pub mod server_acl;
 pub mod server_keys;
 pub mod server_name;
 pub mod signing;
