@@ -33,7 +33,7 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/api/04_federation.sql",
     name = "federation",
-    requires = ["state", redact, backfill_walk, forwards_fill_walk, get_missing_events_walk, server_may_see_events, server_name_of]
+    requires = ["state", redact, backfill_walk, forwards_fill_walk, get_missing_events_walk, server_may_see_events, server_name_of, server_acl_allows]
 );
 // Needs the schema only; ordered after "federation" so that the API files run in their order.
 extension_sql_file!("../sql/api/06_timeline.sql", name = "timeline", requires = ["federation"]);
@@ -45,7 +45,7 @@ extension_sql_file!(
     requires = [
         "access", block_entries, canonical_json, check_auth, content_hash, event_id_for, ingest_event, ingest_events, missing_events,
         nid_set_decode, nid_set_union, prepare_event, redact, resolve_state, room_id_for_create_event, snapshot_diff, snapshot_entries, snapshot_lookup,
-        snapshot_state_arrays, redaction_target, redaction_refusal, redacted_pdu_rest
+        snapshot_state_arrays, redaction_target, redaction_refusal, redacted_pdu_rest, server_acl_allows
     ]
 );
 extension_sql_file!("../sql/api/99_finalize.sql", name = "finalize", finalize);

@@ -225,3 +225,81 @@ AS $$
 $$;
 COMMENT ON FUNCTION roomserver.backward_extremities(text) IS
     'The gaps of a room (MSC3871): stored events whose prev events are not stored, with the missing prev event IDs, deepest first; what /backfill or /get_missing_events must fetch. ERROR P0002 when the room is unknown, 22004 for NULL.';
+
+-- ---------------------------------------------------------------------------------------------
+-- Which servers take part in a room (issue 16): the checks of the federation front end and the
+-- destinations of its outbox, each over the room's current state.
+
+-- Whether a room's m.room.server_acl lets server_name take part (the rule is the core's,
+-- roomserver_internal.server_acl_allows): true when the room has no ACL, NULL when the room is
+-- unknown or has no current state yet (nothing to apply: a caller that must refuse only on a
+-- denial tests IS NOT FALSE). The ACL is read as served (event_pdu: a redacted ACL has empty
+-- content and so, as the spec's rule says, allows no server).
+CREATE OR REPLACE FUNCTION roomserver.server_allowed(room_id text, server_name text) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    WITH room AS (
+        SELECT r.room_nid, r.current_state FROM roomserver.rooms r
+        WHERE r.room_id = server_allowed.room_id AND r.current_state IS NOT NULL
+    ), acl AS (
+        SELECT roomserver.event_pdu(room.room_nid, l.event_nid) -> 'content' AS content
+        FROM room,
+             (SELECT t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = 'm.room.server_acl') t,
+             roomserver.event_state_keys k,
+             LATERAL roomserver.snapshot_lookup(room.room_nid, room.current_state, ARRAY[t.event_type_nid], ARRAY[k.state_key_nid]) l
+        WHERE k.room_nid = room.room_nid AND k.state_key = '' AND l.event_nid IS NOT NULL
+    )
+    SELECT CASE WHEN EXISTS (SELECT 1 FROM room)
+                THEN COALESCE((SELECT roomserver_internal.server_acl_allows(COALESCE(acl.content, '{}'), server_allowed.server_name) FROM acl), true)
+           END
+$$;
+COMMENT ON FUNCTION roomserver.server_allowed(text, text) IS
+    'Whether the m.room.server_acl of a room''s current state allows server_name (port stripped; the spec''s rule): true when the room has no ACL, NULL when the room is unknown or has no current state. What the front end checks before serving a request that names a room, ingesting a PDU of it, or sending to a server.';
+
+-- Whether server_name has a joined member in a room's current state (by server_name_of, the
+-- core's rule); false for an unknown room. Only the room's state keys of that server are looked
+-- up (the suffix test first, as in visibility_inputs), not the room's whole state.
+CREATE OR REPLACE FUNCTION roomserver.server_in_room(room_id text, server_name text) RETURNS boolean
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    WITH room AS (
+        SELECT r.room_nid, r.current_state FROM roomserver.rooms r
+        WHERE r.room_id = server_in_room.room_id AND r.current_state IS NOT NULL
+    ), users AS MATERIALIZED (
+        SELECT k.state_key_nid
+        FROM room JOIN roomserver.event_state_keys k ON k.room_nid = room.room_nid
+        WHERE k.state_key LIKE '@%'
+          AND right(k.state_key, length(server_in_room.server_name) + 1) = ':' || server_in_room.server_name
+          AND roomserver_internal.server_name_of(k.state_key) = server_in_room.server_name
+    )
+    SELECT EXISTS (
+        SELECT 1
+        FROM room,
+             (SELECT t.event_type_nid FROM roomserver.event_types t WHERE t.event_type = 'm.room.member') t,
+             LATERAL roomserver.snapshot_lookup(room.room_nid, room.current_state,
+                 array_fill(t.event_type_nid, ARRAY[(SELECT count(*) FROM users)::integer]),
+                 ARRAY(SELECT users.state_key_nid FROM users)) l,
+             roomserver.stored_events m
+        WHERE m.room_nid = room.room_nid AND m.event_nid = l.event_nid
+          AND m.pdu_rest -> 'content' ->> 'membership' = 'join'
+    )
+$$;
+COMMENT ON FUNCTION roomserver.server_in_room(text, text) IS
+    'Whether server_name has a user whose membership is join in a room''s current state (the server of a user ID: what follows its first colon); false for an unknown room. The "in the room" check of the federation reads.';
+
+-- The servers with a joined member in a room's current state, sorted (bytewise, whatever the
+-- database's collation); none for an unknown room.
+-- What the outbox sends a room's new events to (after leaving out this server and those the
+-- room's ACL denies: roomserver.server_allowed).
+CREATE OR REPLACE FUNCTION roomserver.joined_servers(room_id text) RETURNS SETOF text
+LANGUAGE sql STABLE STRICT PARALLEL SAFE
+AS $$
+    SELECT s.server_name
+    FROM roomserver.room_members m
+    CROSS JOIN LATERAL (SELECT roomserver_internal.server_name_of(m.user_id) AS server_name) s
+    WHERE m.room_id = joined_servers.room_id AND m.membership = 'join' AND s.server_name IS NOT NULL
+    GROUP BY s.server_name
+    ORDER BY s.server_name COLLATE "C"
+$$;
+COMMENT ON FUNCTION roomserver.joined_servers(text) IS
+    'The servers with a user whose membership is join in a room''s current state, sorted; no rows for an unknown room. ACL-denied servers are included: filter with roomserver.server_allowed.';

@@ -55,3 +55,5 @@ COMMENT ON FUNCTION roomserver_internal.redaction_refusal(text, boolean, text, t
     'Why a stored redaction does not apply to its target (rejected; target not stored, when target_type and target_sender are NULL; target is the create event; different server and below the redact level), NULL when it applies. The power check reads the state before the redaction (its auth events for an outlier), only in room version 3+ and for different servers. ERROR 22004 for a NULL room_version, rejected, redaction_sender, room_nid or redaction_nid.';
 COMMENT ON FUNCTION roomserver_internal.redacted_pdu_rest(jsonb, text) IS
     'The stored remainder (pdu_rest) of the redacted form of a PDU: what roomserver.purge_redacted_content keeps. ERROR 0A000 for an unknown room version, 22023 for a malformed PDU.';
+COMMENT ON FUNCTION roomserver_internal.server_acl_allows(jsonb, text) IS
+    'Whether an m.room.server_acl content allows a server name (core/src/server_acl.rs): port stripped, allow_ip_literals, deny before allow, globs * and ? ignoring ASCII case. Use roomserver.server_allowed(room_id, server_name) for a room.';

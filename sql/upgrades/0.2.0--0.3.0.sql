@@ -15,6 +15,14 @@ CREATE  FUNCTION roomserver_internal."server_name_of"(
 IMMUTABLE STRICT PARALLEL SAFE COST 10
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'server_name_of_wrapper';
+-- The m.room.server_acl rule (core/src/server_acl.rs) for roomserver.server_allowed (issue 16).
+CREATE  FUNCTION roomserver_internal."server_acl_allows"(
+	"acl" jsonb, /* JsonInput */
+	"server_name" TEXT /* & str */
+) RETURNS bool /* bool */
+IMMUTABLE STRICT PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'server_acl_allows_wrapper';
 
 -- missing_events was PL/pgSQL with its own reading of prev_events and auth_events; it is Rust
 -- now and reads them as ingest does. Replaced in place (same signature, same attributes), so

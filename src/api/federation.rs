@@ -342,6 +342,13 @@ mod roomserver_internal {
         roomserver_core::visibility::server_name_of(user_id).map(str::to_owned)
     }
 
+    /// Whether the `m.room.server_acl` content `acl` allows `server_name` (core/src/server_acl.rs:
+    /// the one place of the rule). roomserver.server_allowed reads the room's ACL and calls it.
+    #[pg_extern(immutable, strict, parallel_safe)]
+    fn server_acl_allows(acl: JsonInput, server_name: &str) -> bool {
+        roomserver_core::server_acl::server_allowed(&acl.0, server_name)
+    }
+
     /// Whether `server_name` may see each event of `event_nids` (of room `room_nid`) unredacted,
     /// by history visibility (core/src/visibility.rs); events of other rooms are not in the answer.
     #[pg_extern(stable, strict, parallel_safe)]
