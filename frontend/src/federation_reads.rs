@@ -1,12 +1,8 @@
 //! The federation read endpoints (README "Federation endpoints"), each one SQL statement: the
-//! check that the requesting server is in the room, and the endpoint's function, whose jsonb
-//! answer is the response body as it stands.
-//!
-//! "In the room" is a joined member of the origin's server in the room's current state, by
-//! `roomserver_internal.server_name_of` (what follows the user ID's first ':'). The extension
-//! has no function for it yet, so the query over `roomserver.room_members` is written here; it
-//! reads the room's whole current state (cached per backend), which a dedicated SQL helper should
-//! replace. Reads go to a replica when one is configured.
+//! checks that the room's ACL allows the requesting server and that it is in the room
+//! (crate::room_access: `roomserver.server_allowed`, `roomserver.server_in_room`), and the
+//! endpoint's function, whose jsonb answer is the response body as it stands. Reads go to a
+//! replica when one is configured.
 
 use std::sync::Arc;
 
@@ -17,30 +13,20 @@ use serde_json::Value;
 use tokio_postgres::types::ToSql;
 
 use crate::errors::{ApiError, Call};
+use crate::room_access::check_read_access;
 use crate::routes::{json_text, AppState, JsonBody, Origin};
 
-/// `$1` (the origin) has a joined member in room `$2`'s current state.
-macro_rules! origin_in_room {
-    ($room:literal) => {
-        concat!(
-            "EXISTS (SELECT 1 FROM roomserver.room_members m WHERE m.room_id = ",
-            $room,
-            " AND m.membership = 'join'",
-            // The suffix test is implied by server_name_of's and cheap, so it goes first.
-            " AND right(m.user_id, length($1) + 1) = ':' || $1",
-            " AND roomserver_internal.server_name_of(m.user_id) = $1)"
-        )
-    };
-}
-
-/// A room read: `(in_room, body)`, the function called only when the origin is in the room.
+/// A room read: `(allowed, in_room, body)`, the function called only when the origin (`$1`) is
+/// allowed by room `$2`'s ACL and in the room.
 macro_rules! room_read {
     ($call:literal) => {
         concat!(
-            "SELECT s.in_room, CASE WHEN s.in_room THEN ",
+            "SELECT s.allowed, s.in_room, CASE WHEN s.allowed AND s.in_room THEN ",
             $call,
             "::text END FROM (SELECT ",
-            origin_in_room!("$2"),
+            crate::acl_allows!("$2", "$1"),
+            " AS allowed, ",
+            crate::in_room!("$2", "$1"),
             " AS in_room) s"
         )
     };
@@ -54,30 +40,24 @@ const STATE_IDS: &str = room_read!("roomserver.state_ids($2, $3::text)");
 const STATE: &str = room_read!("roomserver.state($2, $3::text)");
 const EVENT_AUTH: &str = room_read!("roomserver.event_auth($2, $3::text)");
 const TIMESTAMP_TO_EVENT: &str = room_read!("roomserver.timestamp_to_event($2, $3::bigint, $4::text)");
-/// `(known, in_room, body)` for event `$2`, whose room is looked up first.
+/// `(known, allowed, in_room, body)` for event `$2`, whose room is looked up first.
 const EVENT: &str = concat!(
-    "SELECT r.room_id IS NOT NULL, r.in_room, CASE WHEN r.in_room THEN roomserver.event($2, $1)::text END FROM (",
+    "SELECT r.room_id IS NOT NULL, r.allowed, r.in_room, CASE WHEN r.allowed AND r.in_room THEN roomserver.event($2, $1)::text END FROM (",
     "SELECT e.room_id, ",
-    origin_in_room!("e.room_id"),
+    crate::acl_allows!("e.room_id", "$1"),
+    " AS allowed, ",
+    crate::in_room!("e.room_id", "$1"),
     " AS in_room FROM (SELECT (SELECT ev.room_id FROM roomserver.events ev WHERE ev.event_id = $2 LIMIT 1) AS room_id) e) r"
 );
 
-fn not_in_room() -> ApiError {
-    ApiError::forbidden("Host not in room")
-}
-
-/// Runs a prepared room read; 403 when the origin is not in the room.
+/// Runs a prepared room read; 403 when the room's ACL denies the origin or it is not in the room.
 async fn room_read(state: &AppState, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Response, ApiError> {
     let client = state.db.reader().await?;
     let statement = client.prepare_cached(sql).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
     let row = client.query_one(&statement, params).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
-    let in_room: bool = row.get(0);
-    let body: Option<String> = row.get(1);
-    match (in_room, body) {
-        (true, Some(body)) => Ok(json_text(body)),
-        (true, None) => Err(ApiError::internal("a federation function returned NULL")),
-        (false, _) => Err(not_in_room()),
-    }
+    check_read_access(row.get(0), row.get(1))?;
+    let body: Option<String> = row.get(2);
+    body.map(json_text).ok_or_else(|| ApiError::internal("a federation function returned NULL"))
 }
 
 /// The query string's parameters, decoded.
@@ -239,15 +219,13 @@ pub async fn event(
     let client = state.db.reader().await?;
     let statement = client.prepare_cached(EVENT).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
     let row = client.query_one(&statement, &[&origin, &event_id]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
-    let known: bool = row.get(0);
-    let in_room: Option<bool> = row.get(1);
-    let body: Option<String> = row.get(2);
-    match (known, in_room, body) {
-        (false, _, _) => Err(ApiError::not_found("Unknown event")),
-        (true, Some(true), Some(body)) => Ok(json_text(body)),
-        (true, Some(true), None) => Err(ApiError::internal("roomserver.event returned NULL")),
-        (true, _, _) => Err(not_in_room()),
+    if !row.get::<_, bool>(0) {
+        return Err(ApiError::not_found("Unknown event"));
     }
+    // The event's room is known: neither check is NULL.
+    check_read_access(row.get(1), row.get(2))?;
+    let body: Option<String> = row.get(3);
+    body.map(json_text).ok_or_else(|| ApiError::internal("roomserver.event returned NULL"))
 }
 
 #[cfg(test)]
@@ -283,9 +261,13 @@ mod tests {
 
     #[test]
     fn every_statement_checks_the_origin_first() {
-        for sql in [BACKFILL, GET_MISSING_EVENTS, FORWARDS_FILL, STATE_IDS, STATE, EVENT_AUTH, TIMESTAMP_TO_EVENT, EVENT] {
-            assert!(sql.contains("roomserver_internal.server_name_of(m.user_id) = $1"), "{sql}");
-            assert!(sql.contains("CASE WHEN"), "{sql}");
+        for sql in [BACKFILL, GET_MISSING_EVENTS, FORWARDS_FILL, STATE_IDS, STATE, EVENT_AUTH, TIMESTAMP_TO_EVENT] {
+            assert!(sql.contains("roomserver.server_allowed($2, $1) IS NOT FALSE"), "{sql}");
+            assert!(sql.contains("roomserver.server_in_room($2, $1)"), "{sql}");
+            assert!(sql.contains("CASE WHEN s.allowed AND s.in_room THEN"), "{sql}");
         }
+        assert!(EVENT.contains("roomserver.server_allowed(e.room_id, $1) IS NOT FALSE"), "{EVENT}");
+        assert!(EVENT.contains("roomserver.server_in_room(e.room_id, $1)"), "{EVENT}");
+        assert!(EVENT.contains("CASE WHEN r.allowed AND r.in_room THEN"), "{EVENT}");
     }
 }

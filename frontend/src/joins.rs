@@ -1,7 +1,8 @@
 //! `make_join` and `send_join` (v2): remote users joining rooms hosted here. The template is
 //! `roomserver.prepare_event`'s; the signed join is checked (signatures with core's rules, that
 //! it is the join it claims to be), ingested on the primary, and answered with the state before
-//! it from `roomserver.state`.
+//! it from `roomserver.state`. Both refuse a server the room's ACL denies (crate::room_access)
+//! before anything else about the room.
 
 use std::sync::Arc;
 
@@ -16,14 +17,22 @@ use serde_json::Value;
 
 use crate::errors::{ApiError, Call};
 use crate::pdu_checks::check_pdu_signatures;
+use crate::room_access::check_acl;
 use crate::routes::{json_text, AppState, JsonBody, Origin};
 
-/// `(room version, version supported by the joining server, template)`.
-const MAKE_JOIN: &str = "SELECT r.room_version, r.room_version = ANY($3::text[]), \
-     CASE WHEN r.room_version = ANY($3::text[]) THEN \
-       roomserver.prepare_event(r.room_id, 'm.room.member', $2, $2, '{\"membership\": \"join\"}')::text END \
-     FROM roomserver.rooms r WHERE r.room_id = $1";
-const ROOM_VERSION: &str = "SELECT room_version FROM roomserver.rooms WHERE room_id = $1";
+/// `(room version, allowed by the room's ACL, version supported by the joining server, template)`;
+/// the template is prepared only for an allowed server that supports the version.
+const MAKE_JOIN: &str = concat!(
+    "SELECT r.room_version, ",
+    crate::acl_allows!("r.room_id", "$4"),
+    ", r.room_version = ANY($3::text[]), ",
+    "CASE WHEN r.room_version = ANY($3::text[]) AND ",
+    crate::acl_allows!("r.room_id", "$4"),
+    " THEN roomserver.prepare_event(r.room_id, 'm.room.member', $2, $2, '{\"membership\": \"join\"}')::text END ",
+    "FROM roomserver.rooms r WHERE r.room_id = $1"
+);
+/// `(room version, allowed by the room's ACL)` of room `$1` for server `$2`.
+const ROOM_VERSION: &str = concat!("SELECT r.room_version, ", crate::acl_allows!("r.room_id", "$2"), " FROM roomserver.rooms r WHERE r.room_id = $1");
 const INGEST: &str = "SELECT roomserver.ingest_event($1::text::jsonb)::text";
 /// The send_join response from the state before the join.
 const SEND_JOIN_RESPONSE: &str = "SELECT jsonb_build_object('origin', $3::text, 'event', $4::text::jsonb, \
@@ -68,13 +77,15 @@ pub async fn make_join(
     let versions = supported_versions(&query);
     let client = state.db.reader().await?;
     let statement = client.prepare_cached(MAKE_JOIN).await.map_err(|e| ApiError::from_db(&e, Call::PrepareEvent))?;
-    let rows = client.query(&statement, &[&room_id, &user_id, &versions]).await.map_err(|e| ApiError::from_db(&e, Call::PrepareEvent))?;
+    let rows = client.query(&statement, &[&room_id, &user_id, &versions, &origin]).await.map_err(|e| ApiError::from_db(&e, Call::PrepareEvent))?;
     let row = rows.first().ok_or_else(|| ApiError::not_found(format!("Unknown room {room_id}")))?;
+    // Synapse's order: the ACL, then the room version.
+    check_acl(row.get(1))?;
     let room_version: String = row.get(0);
-    if !row.get::<_, bool>(1) {
+    if !row.get::<_, bool>(2) {
         return Ok(incompatible(&room_version));
     }
-    let template: String = row.get(2);
+    let template: String = row.get(3);
     Ok(json_text(format!("{{\"room_version\":{},\"event\":{template}}}", Value::String(room_version))))
 }
 
@@ -113,8 +124,9 @@ pub async fn send_join_v2(
     let pdu = body.filter(Value::is_object).ok_or_else(|| ApiError::bad_json("send_join needs the signed join event as its body"))?;
     let client = state.db.writer().await?;
     let statement = client.prepare_cached(ROOM_VERSION).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
-    let rows = client.query(&statement, &[&room_id]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let rows = client.query(&statement, &[&room_id, &origin]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
     let row = rows.first().ok_or_else(|| ApiError::not_found(format!("Unknown room {room_id}")))?;
+    check_acl(row.get(1))?;
     let rv = RoomVersion::from_id(row.get::<_, &str>(0)).map_err(|e| ApiError::internal(e.message))?;
     check_join(&pdu, &rv, &room_id, &claimed_id, &origin)?;
     let own = state.own_key();

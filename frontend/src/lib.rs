@@ -18,6 +18,7 @@ pub mod pdu_checks;
 pub mod remote_backfill;
 pub mod remote_join;
 pub mod remote_keys;
+pub mod room_access;
 pub mod routes;
 pub mod server;
 pub mod transactions;

@@ -21,14 +21,19 @@ pub const DEFAULT_ROOM_VERSION: &str = "12";
 const PREPARE: &str = "SELECT r.room_version, roomserver.prepare_event(r.room_id, $2, $3, $4, $5::text::jsonb)::text \
                        FROM roomserver.rooms r WHERE r.room_id = $1";
 const INGEST: &str = "SELECT roomserver.ingest_event($1::text::jsonb, $2)::text";
-/// The servers with joined members in the room now: where its new events go.
-const SERVERS_IN_ROOM: &str = "SELECT coalesce(array_agg(DISTINCT roomserver_internal.server_name_of(user_id)), '{}') \
-                               FROM roomserver.room_members WHERE room_id = $1 AND membership = 'join'";
+/// The servers with joined members in the room now (`roomserver.joined_servers`) that the room's
+/// ACL allows: where its new events go. A denied server gets none of them, as Synapse does it
+/// (the ACL is read after the event is stored, so a new ACL applies to itself already).
+const DESTINATIONS: &str = concat!(
+    "SELECT coalesce(array_agg(s.server_name ORDER BY s.server_name), '{}') FROM roomserver.joined_servers($1) s(server_name) WHERE ",
+    crate::acl_allows!("$1", "s.server_name")
+);
 
-/// Queues `pdu` for the other servers in the room (after it is stored, so that the current
-/// state, which it may have changed, names them), except `except` (a joining server has the join).
+/// Queues `pdu` for the other servers in the room that its ACL allows (after it is stored, so
+/// that the current state, which it may have changed, names them), except `except` (a joining
+/// server has the join).
 pub async fn send_to_room(state: &AppState, client: &deadpool_postgres::Object, room_id: &str, pdu: &Value, except: Option<&str>) -> Result<(), ApiError> {
-    let statement = client.prepare_cached(SERVERS_IN_ROOM).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let statement = client.prepare_cached(DESTINATIONS).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
     let servers: Vec<String> = client.query_one(&statement, &[&room_id]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?.get(0);
     let servers: Vec<String> = servers.into_iter().filter(|s| Some(s.as_str()) != except).collect();
     state.outbox.enqueue(pdu, &servers);

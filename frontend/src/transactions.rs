@@ -1,4 +1,5 @@
-//! `PUT /_matrix/federation/v1/send/{txnId}`: each PDU's signatures are checked (a PDU that
+//! `PUT /_matrix/federation/v1/send/{txnId}`: a PDU of a room whose ACL denies the origin is not
+//! ingested (its result the error "Server is banned from room"); each PDU's signatures are checked (a PDU that
 //! fails is dropped, its result an error; a bad content hash is not an error: ingest stores the
 //! event redacted), what it lacks is fetched from the origin as the README's "Receiving live
 //! events" says (auth events with `/event_auth`; a gap of prev events with
@@ -18,6 +19,7 @@ use serde_json::{json, Map, Value};
 use crate::errors::{ApiError, Call};
 use crate::outbound::{percent_encoded, Signer};
 use crate::pdu_checks::check_pdu_signatures;
+use crate::room_access::check_acl;
 use crate::routes::{AppState, JsonBody, Origin};
 
 /// The spec's bound on PDUs in a transaction.
@@ -27,7 +29,8 @@ pub const MISSING_EVENTS_LIMIT: i64 = 20;
 /// At most this many events are fetched one by one for a PDU's state.
 pub const MAX_STATE_FETCHES: usize = 2000;
 
-const ROOM_VERSION: &str = "SELECT room_version FROM roomserver.rooms WHERE room_id = $1";
+/// `(room version, the room's ACL allows the origin $2)`.
+const ROOM_VERSION: &str = concat!("SELECT r.room_version, ", crate::acl_allows!("r.room_id", "$2"), " FROM roomserver.rooms r WHERE r.room_id = $1");
 const MISSING: &str = "SELECT roomserver.missing_events($1::text::jsonb)::text";
 const EXTREMITIES: &str = "SELECT array(SELECT roomserver.forward_extremities($1))";
 const UNKNOWN: &str = "SELECT array(SELECT x FROM unnest($1::text[]) x WHERE NOT EXISTS (SELECT 1 FROM roomserver.events e WHERE e.event_id = x))";
@@ -181,12 +184,17 @@ pub async fn send_transaction(
     for pdu in &pdus {
         let Some(room_id) = pdu.get("room_id").and_then(Value::as_str) else { continue };
         let statement = receiver.client.prepare_cached(ROOM_VERSION).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
-        let rows = receiver.client.query(&statement, &[&room_id]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+        let rows = receiver.client.query(&statement, &[&room_id, &origin]).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
         // A room we do not know: nothing to key a result by (no room version, no event ID).
         let Some(row) = rows.first() else { continue };
         let Ok(rv) = RoomVersion::from_id(row.get::<_, &str>(0)) else { continue };
         let Ok(event_id) = roomserver_core::hashes::event_id(pdu, &rv) else { continue };
-        let result = match receiver.receive(pdu, room_id, &event_id, &rv).await {
+        let outcome = match check_acl(row.get(1)) {
+            // The spec: ACLs apply to the origin of a transaction; Synapse checks each PDU's room.
+            Err(denied) => Err(denied.message),
+            Ok(()) => receiver.receive(pdu, room_id, &event_id, &rv).await,
+        };
+        let result = match outcome {
             Ok(()) => json!({}),
             Err(e) => {
                 eprintln!("roomserver-http: PDU {event_id} from {origin}: {e}");

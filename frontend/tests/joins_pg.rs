@@ -365,5 +365,54 @@ async fn local_rooms_and_remote_joins() {
     assert_eq!((row.get::<_, Option<bool>>(0), row.get::<_, Option<bool>>(1), row.get::<_, Option<String>>(2)),
         (Some(true), Some(true), Some("Bob the second".to_owned())), "the state event from /event, the PDU stored with it");
 
+    // m.room.server_acl: Alice denies s1.example in this room (Bob stays a member). Its reads,
+    // its make_join and send_join, and its /send PDUs are refused there; the other room, with no
+    // ACL, still serves it; our events of this room no longer go to it.
+    let received_ids = || -> Vec<String> {
+        fake.received.lock().unwrap().iter()
+            .flat_map(|t| t["pdus"].as_array().unwrap().iter().map(|p| p["content"]["body"].as_str().unwrap_or(p["type"].as_str().unwrap()).to_owned()).collect::<Vec<_>>())
+            .collect()
+    };
+    let received_before = received_ids().len();
+    let (status, acl) = admin(admin_address, &events_path, Some(TOKEN),
+        &json!({"sender": alice, "type": "m.room.server_acl", "state_key": "", "content": {"allow": ["*"], "deny": ["s1.example"]}})).await;
+    assert_eq!(status, StatusCode::OK, "{acl}");
+    let banned = |r: roomserver_http::outbound::Response, what: &str| {
+        let body = r.json().unwrap();
+        assert_eq!((r.status, body["errcode"].as_str(), body["error"].as_str()),
+            (StatusCode::FORBIDDEN, Some("M_FORBIDDEN"), Some("Server is banned from room")), "{what}: {body}");
+    };
+    let backfill = format!("/_matrix/federation/v1/backfill/{}?v={}&limit=10", enc(&room_id), enc(&id_of(&nine)));
+    banned(client.request(&our_name, Method::GET, &backfill, None, signer(&remote_key)).await.unwrap(), "backfill");
+    let event_path = format!("/_matrix/federation/v1/event/{}", enc(&id_of(&nine)));
+    banned(client.request(&our_name, Method::GET, &event_path, None, signer(&remote_key)).await.unwrap(), "event");
+    let eve = format!("@eve:{remote}");
+    let make_join = format!("/_matrix/federation/v1/make_join/{}/{}?ver={}", enc(&room_id), enc(&eve), rv.id);
+    banned(client.request(&our_name, Method::GET, &make_join, None, signer(&remote_key)).await.unwrap(), "make_join");
+    let send_join = format!("/_matrix/federation/v2/send_join/{}/{}", enc(&room_id), enc("$any"));
+    banned(client.request(&our_name, Method::PUT, &send_join, Some(&json!({})), signer(&remote_key)).await.unwrap(), "send_join");
+    let (other_room, other_rv) = rooms[0].clone();
+    let other_make_join = format!("/_matrix/federation/v1/make_join/{}/{}?ver={}", enc(&other_room), enc(&eve), other_rv.id);
+    let r = client.request(&our_name, Method::GET, &other_make_join, None, signer(&remote_key)).await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "no ACL in the other room: {:?}", r.json());
+    let banned_pdu = after(&nine, "ten (banned)");
+    let transaction = json!({"origin": remote, "origin_server_ts": 6, "pdus": [banned_pdu]});
+    let r = client.request(&our_name, Method::PUT, "/_matrix/federation/v1/send/t6", Some(&transaction), signer(&remote_key)).await.unwrap();
+    assert_eq!(r.json().unwrap(), json!({"pdus": {id_of(&banned_pdu): {"error": "Server is banned from room"}}}));
+    let row = db.query_one("SELECT count(*) FROM roomserver.events WHERE event_id = $1", &[&id_of(&banned_pdu)]).await.unwrap();
+    assert_eq!(row.get::<_, i64>(0), 0, "a banned server's PDU is not stored");
+    // The outbox: a message here, then one in the other room. One queue per destination, in
+    // order: when the second arrives, the ACL event and the first would have arrived before it.
+    let (status, here) = admin(admin_address, &events_path, Some(TOKEN), &json!({"sender": alice, "type": "m.room.message", "content": {"body": "not to s1"}})).await;
+    assert_eq!(status, StatusCode::OK, "{here}");
+    let other_events = format!("/_roomserver/admin/v1/rooms/{}/events", enc(&other_room));
+    let (status, there) = admin(admin_address, &other_events, Some(TOKEN), &json!({"sender": alice, "type": "m.room.message", "content": {"body": "to s1, other room"}})).await;
+    assert_eq!(status, StatusCode::OK, "{there}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !received_ids().contains(&"to s1, other room".to_owned()) && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(received_ids()[received_before..], ["to s1, other room"], "after the ACL, only the other room's message");
+
     our_server.stop().await;
 }
