@@ -14,6 +14,8 @@ b. Our user stores several events without sending them, the Synapse user speaks 
 c. The Synapse user sends messages and a state change: they arrive over our /send and our
    current state equals Synapse's (its admin API) event for event.
 d. A redaction on either side is served redacted by the other.
+Then, once: e. negative cases signed with Synapse's key (signed_client.py); g. an
+m.room.server_acl denying Synapse: its reads and make_join are 403 "Server is banned from room".
 Every wait is bounded; the first failure exits non-zero.
 """
 import argparse
@@ -28,7 +30,7 @@ import urllib.parse
 import urllib.request
 
 from remote_room import remote_room_scenario
-from signed_client import SignedClient, negative_cases
+from signed_client import SignedClient, acl_cases, negative_cases
 
 
 def call(method, url, body=None, token=None, expect=200):
@@ -100,6 +102,16 @@ def main():
     client = SignedClient(a.our_federation, a.ca, a.synapse_name, a.synapse_signing_key, a.our_name)
     room, first_event = rooms[-1]
     negative_cases(client, room, lonely, first_event)
+
+    # g. m.room.server_acl: the room Synapse is in denies Synapse's host (the ACL matches hosts
+    #    without their ports: ours is the same, which does not matter to us). The same signed
+    #    read, and a make_join, are 403 "Server is banned from room".
+    print("--- server ACL", flush=True)
+    events = f"{a.admin}/_roomserver/admin/v1/rooms/{q(room)}/events"
+    host = a.synapse_name.rsplit(":", 1)[0]
+    call("POST", events, {"sender": alice, "type": "m.room.server_acl", "state_key": "", "content": {"allow": ["*"], "deny": [host]}},
+         a.admin_token)
+    acl_cases(client, room, first_event, f"@dave:{a.synapse_name}")
 
 
 def register(a, username, admin):

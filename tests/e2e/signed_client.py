@@ -64,3 +64,16 @@ def negative_cases(client, room_with_origin, room_without_origin, first_event):
         raise SystemExit(f"forwards fill differs between its two paths: {len(answers[0])} and {len(answers[1])} PDUs")
     print("signed client (Synapse's key, signedjson): unsigned 401, not in the room 403, unknown path 404 M_UNRECOGNIZED, "
           "forwards fill at /v1/ and at MSC4000's unstable path", flush=True)
+
+
+def acl_cases(client, room_denying_origin, first_event, user_of_origin):
+    """Case g: a room whose m.room.server_acl denies the origin answers its reads and make_join
+    403 M_FORBIDDEN "Server is banned from room", though the origin is in the room."""
+    q = lambda s: urllib.parse.quote(s, safe="")
+    for what, path in [("state_ids", f"/_matrix/federation/v1/state_ids/{q(room_denying_origin)}?event_id={q(first_event)}"),
+                       ("event", f"/_matrix/federation/v1/event/{q(first_event)}"),
+                       ("make_join", f"/_matrix/federation/v1/make_join/{q(room_denying_origin)}/{q(user_of_origin)}?ver=10&ver=12")]:
+        status, body = client.request("GET", path)
+        if (status, body.get("errcode"), body.get("error")) != (403, "M_FORBIDDEN", "Server is banned from room"):
+            raise SystemExit(f"{what} in a room whose ACL denies the origin: expected 403 M_FORBIDDEN, got {status} {body}")
+    print("server ACL denying the origin: state_ids, event and make_join 403 \"Server is banned from room\"", flush=True)
