@@ -21,6 +21,7 @@ pub mod remote_keys;
 pub mod room_access;
 pub mod routes;
 pub mod server;
+pub mod statements;
 pub mod transactions;
 
 /// The time now in Unix milliseconds (Matrix timestamps).

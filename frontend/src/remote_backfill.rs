@@ -17,6 +17,7 @@ use crate::pdu_checks::keep_verified;
 use crate::remote_join::{ask_server, room_pdus};
 use crate::routes::AppState;
 use crate::outbound::percent_encoded;
+use crate::statements::{INGEST_OUTLIERS, UNKNOWN_EVENTS};
 
 /// At most this many gap events are named in one `/backfill` (`v`), the deepest first.
 pub const MAX_BACKFILL_FROM: i64 = 20;
@@ -32,10 +33,7 @@ const GAPS: &str = "WITH gaps AS (SELECT m, max(b.depth) AS d FROM roomserver.ba
                     SELECT CASE WHEN EXISTS (SELECT 1 FROM gaps) THEN array(SELECT m FROM gaps ORDER BY d DESC, m COLLATE \"C\" LIMIT $2) \
                     ELSE array(SELECT e.event_id FROM roomserver.events e WHERE e.room_id = $1 AND e.type = 'm.room.create' \
                                AND e.state_key = '' AND e.outlier AND NOT e.rejected) END";
-const OTHER_SERVERS: &str = "SELECT array(SELECT DISTINCT roomserver_internal.server_name_of(user_id) s FROM roomserver.room_members \
-                             WHERE room_id = $1 AND membership = 'join' ORDER BY s) ";
-const UNKNOWN: &str = "SELECT array(SELECT x FROM unnest($1::text[]) x WHERE NOT EXISTS (SELECT 1 FROM roomserver.events e WHERE e.event_id = x))";
-const INGEST_OUTLIERS: &str = "SELECT count(*) FROM roomserver.ingest_events($1::text::jsonb, $2, true)";
+const OTHER_SERVERS: &str = "SELECT array(SELECT roomserver.joined_servers($1))";
 /// How many of the events were not stored before.
 const INGEST_BACKFILLED: &str = "SELECT count(*) FILTER (WHERE NOT (r ->> 'duplicate')::boolean) \
                                  FROM roomserver.ingest_events($1::text::jsonb, $2, false, true) r";
@@ -110,7 +108,7 @@ async fn fetch_unknown_auth_events(
     let mut have: HashSet<String> = pdus.iter().filter_map(|p| event_id(p, rv).ok()).collect();
     let mut named: Vec<String> = pdus.iter().filter_map(|p| Pdu::from_json(p, rv).ok()).flat_map(|p| p.auth_events).collect();
     let mut fetched = Vec::new();
-    let statement = client.prepare_cached(UNKNOWN).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
+    let statement = client.prepare_cached(UNKNOWN_EVENTS).await.map_err(|e| ApiError::from_db(&e, Call::Read))?;
     while !named.is_empty() {
         named.retain(|id| !have.contains(id));
         named.sort();

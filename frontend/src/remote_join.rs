@@ -20,8 +20,8 @@ use crate::outbound::Signer;
 use crate::pdu_checks::{check_pdu_signatures, keep_verified};
 use crate::routes::AppState;
 use crate::outbound::percent_encoded;
+use crate::statements::INGEST_OUTLIERS;
 
-const INGEST_OUTLIERS: &str = "SELECT count(*) FROM roomserver.ingest_events($1::text::jsonb, $2, true)";
 const INGEST_JOIN: &str = "SELECT roomserver.ingest_event($1::text::jsonb, $2, false, $3)::text";
 
 /// The join as stored.

@@ -21,6 +21,7 @@ use crate::outbound::{percent_encoded, Signer};
 use crate::pdu_checks::check_pdu_signatures;
 use crate::room_access::check_acl;
 use crate::routes::{AppState, JsonBody, Origin};
+use crate::statements::UNKNOWN_EVENTS;
 
 /// The spec's bound on PDUs in a transaction.
 pub const MAX_PDUS: usize = 50;
@@ -33,7 +34,6 @@ pub const MAX_STATE_FETCHES: usize = 2000;
 const ROOM_VERSION: &str = concat!("SELECT r.room_version, ", crate::acl_allows!("r.room_id", "$2"), " FROM roomserver.rooms r WHERE r.room_id = $1");
 const MISSING: &str = "SELECT roomserver.missing_events($1::text::jsonb)::text";
 const EXTREMITIES: &str = "SELECT array(SELECT roomserver.forward_extremities($1))";
-const UNKNOWN: &str = "SELECT array(SELECT x FROM unnest($1::text[]) x WHERE NOT EXISTS (SELECT 1 FROM roomserver.events e WHERE e.event_id = x))";
 const INGEST: &str = "SELECT roomserver.ingest_event($1::text::jsonb, NULL, false, $2)::text";
 const INGEST_MANY: &str = "SELECT count(*) FROM roomserver.ingest_events($1::text::jsonb, NULL, $2)";
 
@@ -151,7 +151,7 @@ impl Receiver<'_> {
         let state_ids = strings("pdu_ids")?;
         let mut wanted = state_ids.clone();
         wanted.extend(strings("auth_chain_ids")?);
-        let unknown = self.string_array(UNKNOWN, &[&wanted]).await?;
+        let unknown = self.string_array(UNKNOWN_EVENTS, &[&wanted]).await?;
         if unknown.len() > MAX_STATE_FETCHES {
             return Err(format!("the state before {event_id} needs {} unknown events (more than {MAX_STATE_FETCHES})", unknown.len()));
         }
