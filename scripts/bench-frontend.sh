@@ -8,9 +8,12 @@
 #
 # Usage: scripts/bench-frontend.sh [EVENTS]            (default: 10000)
 # Environment: CLIENTS (default 1,4,16), SECONDS_PER_CELL (5), WARMUP (1), STARTS (200),
-# BENCH_INSTALL=1 to build and install the extension even when one is installed (it is built and
-# installed when none is).
+# BENCH_INSTALL=1 to build and install the extension (release build) even when one is installed
+# (it is when none is), BENCH_PG_BIN to use another PostgreSQL installation than the system one
+# (a copy of it, for instance, so that a release build of the extension can be measured while
+# the system's holds someone's debug build).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+if [ -n "${BENCH_PG_BIN:-}" ]; then PG_BIN="$BENCH_PG_BIN"; PG_CONFIG="$PG_BIN/pg_config"; fi
 
 EVENTS=${1:-10000}
 CLIENTS=${CLIENTS:-1,4,16}
@@ -102,7 +105,7 @@ echo "# scripts/bench-frontend.sh $EVENTS  ($(date -u +%Y-%m-%d), $(nproc) cores
 log "federation-load on $EVENTS events, clients $CLIENTS"
 status=0
 timeout 900 target/release/federation-load --config "$DIR/roomserver-http.toml" --origin "$ORIGIN" \
-    --clients "$CLIENTS" --seconds "$SECONDS_PER_CELL" --warmup "$WARMUP" --starts "$STARTS" --limit 100 \
+    --clients "$CLIENTS" --seconds "$SECONDS_PER_CELL" --warmup "$WARMUP" --starts "$STARTS" --limit 100 --server-pid "$SERVER_PID" \
     | tee -a "$out" || status=$?
 if [ "$status" != 0 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
     echo "--- roomserver-http log (tail)"; tail -n 30 "$DIR/roomserver-http.log"

@@ -3,8 +3,10 @@
 //! `/state_ids` of one room through a running roomserver-http, signed as one of the room's
 //! servers, and, in the same run with the same start events and the same N, the statement the
 //! handler issues (`federation_reads::BACKFILL`, `STATE_IDS`: the in-room check and the
-//! function) over N tokio-postgres connections. Each cell runs for a fixed time after a warm-up;
-//! it reports requests/s, p50 and p99, and p50 against the SQL call's.
+//! function) over N tokio-postgres connections. Each cell (endpoint, N, mode) runs for a fixed
+//! time after a warm-up, in turns with the other modes of its endpoint and N (so that the
+//! machine's other work falls on all of them alike); it reports requests/s, p50 and p99, and p50
+//! against the SQL call's.
 //!
 //! Modes:
 //! - `sql`: the handler's statement, prepared once per connection (the handler's prepare_cached).
@@ -17,6 +19,11 @@
 //! The client serves the origin's key itself, at the address the server's configuration gives
 //! for the origin in `key_server_overrides`, with the server's certificate (both are loopback).
 //! Before timing, the HTTP answers are checked against the SQL answers (origin_server_ts aside).
+//!
+//! Where the time goes: for each cell, the CPU time and the run-queue wait (time runnable but
+//! not running) per request of the client, the front end (`--server-pid`) and the PostgreSQL
+//! backends serving the cell, from Linux's `/proc/PID/task/*/schedstat`. On a shared machine the
+//! wait, not the front end's CPU, is what an extra process hop mostly adds.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -45,13 +52,16 @@ use tokio_rustls::TlsConnector;
 
 const USAGE: &str = "usage: federation-load --config roomserver-http.toml --origin SERVER [--room ROOM_ID]
        [--clients 1,4,16] [--seconds 5] [--warmup 1] [--requests N] [--limit 100] [--starts 200]
-       [--modes sql,keep-alive,new-connection] [--endpoints backfill,state_ids]
+       [--modes sql,keep-alive,new-connection] [--endpoints backfill,state_ids] [--server-pid PID]
+       [--rounds 5]
   --origin    a server with joined members in the room; its key is served at its
               key_server_overrides address of the configuration
   --room      default: the database's only room
   --seconds   measured time per cell (endpoint, clients, mode), after --warmup seconds
+  --rounds    the cell's time is split into this many turns, the modes alternating
   --requests  also stop a cell after this many measured requests
-  --starts    how many of the room's events (depth >= 3 x limit) the requests cycle through";
+  --starts    how many of the room's events (depth >= 3 x limit) the requests cycle through
+  --server-pid  roomserver-http's process, for its CPU time and run-queue wait per request";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Endpoint {
@@ -130,6 +140,8 @@ struct Args {
     starts: i64,
     modes: Vec<Mode>,
     endpoints: Vec<Endpoint>,
+    server_pid: Option<u32>,
+    rounds: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -157,6 +169,8 @@ fn parse_args() -> Result<Args, String> {
         starts: 200,
         modes: vec![Mode::Sql, Mode::KeepAlive, Mode::NewConnection],
         endpoints: vec![Endpoint::Backfill, Endpoint::StateIds],
+        server_pid: None,
+        rounds: 5,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -174,6 +188,8 @@ fn parse_args() -> Result<Args, String> {
             "--starts" => args.starts = value(&flag, it.next())?,
             "--modes" => args.modes = list(&flag, it.next(), Mode::parse)?,
             "--endpoints" => args.endpoints = list(&flag, it.next(), Endpoint::parse)?,
+            "--server-pid" => args.server_pid = Some(value(&flag, it.next())?),
+            "--rounds" => args.rounds = value(&flag, it.next())?,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown flag {other}")),
         }
@@ -197,6 +213,63 @@ fn percentile(sorted: &[Duration], q: f64) -> Option<Duration> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// CPU time and run-queue wait of a set of processes, in nanoseconds.
+#[derive(Clone, Copy, Default, Debug, PartialEq, Eq)]
+struct Sched {
+    cpu_ns: u64,
+    wait_ns: u64,
+}
+
+impl Sched {
+    /// The first two fields of a schedstat line: time on the CPU, time waiting on a run queue.
+    fn parse(line: &str) -> Option<Sched> {
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u64>().ok());
+        Some(Sched { cpu_ns: fields.next()??, wait_ns: fields.next()?? })
+    }
+
+    /// Process `pid`'s threads, summed; zero when it is gone or the kernel keeps no schedstat.
+    fn of(pid: u32) -> Sched {
+        let mut total = Sched::default();
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return total };
+        for task in tasks.flatten() {
+            if let Some(s) = std::fs::read_to_string(task.path().join("schedstat")).ok().as_deref().and_then(Sched::parse) {
+                total.cpu_ns += s.cpu_ns;
+                total.wait_ns += s.wait_ns;
+            }
+        }
+        total
+    }
+}
+
+/// The processes a cell watches: the client, the front end, the PostgreSQL backends.
+#[derive(Default)]
+struct Watched {
+    client: HashMap<u32, Sched>,
+    server: HashMap<u32, Sched>,
+    backends: HashMap<u32, Sched>,
+}
+
+impl Watched {
+    fn sample(client: &[u32], server: &[u32], backends: &[u32]) -> Watched {
+        let map = |pids: &[u32]| pids.iter().map(|p| (*p, Sched::of(*p))).collect();
+        Watched { client: map(client), server: map(server), backends: map(backends) }
+    }
+
+    /// Per group, what was used since `before` (a process not seen then counts from zero).
+    fn since(&self, before: &Watched) -> [Sched; 3] {
+        let delta = |now: &HashMap<u32, Sched>, then: &HashMap<u32, Sched>| {
+            let mut d = Sched::default();
+            for (pid, s) in now {
+                let t = then.get(pid).copied().unwrap_or_default();
+                d.cpu_ns += s.cpu_ns.saturating_sub(t.cpu_ns);
+                d.wait_ns += s.wait_ns.saturating_sub(t.wait_ns);
+            }
+            d
+        };
+        [delta(&self.client, &before.client), delta(&self.server, &before.server), delta(&self.backends, &before.backends)]
+    }
+}
+
 /// What the run shares: the room, its start events, who signs, where to connect.
 struct Bench {
     config: Config,
@@ -211,11 +284,14 @@ struct Bench {
     client: FederationClient,
     /// Per endpoint, per start event: (path and query, Authorization header).
     signed: HashMap<&'static str, Vec<(String, String)>>,
+    /// For the backends' process IDs.
+    monitor: tokio_postgres::Client,
+    server_pid: Option<u32>,
 }
 
 /// One client's connection, of one mode.
 enum Caller {
-    Sql { db: tokio_postgres::Client, statement: Statement },
+    Sql { db: tokio_postgres::Client, statement: Statement, backend_pid: u32 },
     KeepAlive { sender: SendRequest<Full<Bytes>> },
     NewConnection,
 }
@@ -228,23 +304,34 @@ fn tls_name(address: &ServerName) -> Result<TlsServerName<'static>, String> {
     })
 }
 
+/// A session as db.rs opens the front end's: the federation functions read the server name.
+async fn database(config: &Config) -> Result<tokio_postgres::Client, String> {
+    let mut db_config: tokio_postgres::Config = config.database_url.parse().map_err(|e| format!("database_url: {e}"))?;
+    db_config.options(format!("-c roomserver.server_name={}", config.server_name));
+    db_config.application_name("federation-load");
+    let (db, connection) = db_config.connect(NoTls).await.map_err(|e| format!("database: {e}"))?;
+    tokio::spawn(connection);
+    Ok(db)
+}
+
 impl Bench {
-    async fn database(&self) -> Result<tokio_postgres::Client, String> {
-        // As db.rs opens the front end's sessions: the federation functions read the server name.
-        let mut config: tokio_postgres::Config = self.config.database_url.parse().map_err(|e| format!("database_url: {e}"))?;
-        config.options(format!("-c roomserver.server_name={}", self.config.server_name));
-        config.application_name("federation-load");
-        let (db, connection) = config.connect(NoTls).await.map_err(|e| format!("database: {e}"))?;
-        tokio::spawn(connection);
-        Ok(db)
+    /// The front end's pool connections' backends.
+    async fn front_end_backends(&self) -> Vec<u32> {
+        let rows = self
+            .monitor
+            .query("SELECT pid FROM pg_catalog.pg_stat_activity WHERE application_name = 'roomserver-http' AND datname = pg_catalog.current_database()", &[])
+            .await
+            .unwrap_or_default();
+        rows.iter().map(|r| r.get::<_, i32>(0) as u32).collect()
     }
 
     async fn connect(&self, mode: Mode, endpoint: Endpoint) -> Result<Caller, String> {
         match mode {
             Mode::Sql => {
-                let db = self.database().await?;
+                let db = database(&self.config).await?;
                 let statement = db.prepare(endpoint.statement()).await.map_err(|e| format!("prepare: {e}"))?;
-                Ok(Caller::Sql { db, statement })
+                let backend_pid = db.query_one("SELECT pg_backend_pid()", &[]).await.map_err(|e| e.to_string())?.get::<_, i32>(0) as u32;
+                Ok(Caller::Sql { db, statement, backend_pid })
             }
             Mode::KeepAlive => {
                 let host = self.address.host_string();
@@ -263,7 +350,7 @@ impl Bench {
     /// One request from start event `i`: the response body, or why it failed.
     async fn call(&self, caller: &mut Caller, endpoint: Endpoint, i: usize) -> Result<String, String> {
         match caller {
-            Caller::Sql { db, statement } => {
+            Caller::Sql { db, statement, .. } => {
                 let from = vec![self.starts[i].clone()];
                 let params: Vec<&(dyn ToSql + Sync)> = match endpoint {
                     Endpoint::Backfill => vec![&self.origin, &self.room_id, &from, &self.limit],
@@ -308,63 +395,111 @@ fn http_body(status: StatusCode, body: &[u8]) -> Result<String, String> {
     }
 }
 
-/// One cell's figures.
+/// One mode's clients in one cell (endpoint, clients, mode), kept over the cell's rounds, and
+/// what they measured.
 struct Cell {
+    mode: Mode,
+    callers: Vec<Caller>,
+    sql_backends: Vec<u32>,
+    /// Start events are handed out in turn from one counter, so the clients share the cycle
+    /// and each round goes on where the last one stopped.
+    next: Arc<AtomicUsize>,
+    latencies: Vec<Duration>,
+    window: Duration,
+    /// Client, front end, backends: used during the measured time.
+    sched: [Sched; 3],
+}
+
+/// A cell's figures.
+struct Figures {
     requests: usize,
     per_second: f64,
     p50: Duration,
     p99: Duration,
 }
 
-/// Runs `clients` clients of `mode` on `endpoint` for the warm-up and then the measured time;
-/// start events are handed out in turn from one counter, so the clients share the cycle.
-async fn run_cell(bench: &Arc<Bench>, args: &Args, endpoint: Endpoint, mode: Mode, clients: usize) -> Result<Cell, String> {
-    let mut callers = Vec::with_capacity(clients);
-    for _ in 0..clients {
-        callers.push(bench.connect(mode, endpoint).await?);
+impl Cell {
+    async fn open(bench: &Bench, endpoint: Endpoint, mode: Mode, clients: usize) -> Result<Cell, String> {
+        let mut callers = Vec::with_capacity(clients);
+        for _ in 0..clients {
+            callers.push(bench.connect(mode, endpoint).await?);
+        }
+        let sql_backends = callers.iter().filter_map(|c| if let Caller::Sql { backend_pid, .. } = c { Some(*backend_pid) } else { None }).collect();
+        Ok(Cell {
+            mode,
+            callers,
+            sql_backends,
+            next: Arc::new(AtomicUsize::new(0)),
+            latencies: Vec::new(),
+            window: Duration::ZERO,
+            sched: [Sched::default(); 3],
+        })
     }
-    let next = Arc::new(AtomicUsize::new(0));
-    let measured = Arc::new(AtomicUsize::new(0));
-    let start = Instant::now();
-    let measure_from = start + Duration::from_secs_f64(args.warmup);
-    let deadline = measure_from + Duration::from_secs_f64(args.seconds);
-    let cap = args.requests.unwrap_or(usize::MAX);
-    let mut tasks = Vec::with_capacity(clients);
-    for mut caller in callers {
-        let (bench, next, measured) = (bench.clone(), next.clone(), measured.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut last_end = measure_from;
-            loop {
-                let t0 = Instant::now();
-                if t0 >= deadline || measured.load(Ordering::Relaxed) >= cap {
-                    break;
+
+    async fn watch(&self, bench: &Bench) -> Watched {
+        let backends = match self.mode {
+            Mode::Sql => self.sql_backends.clone(),
+            // The front end's pool grows as needed: its backends are listed at both ends.
+            Mode::KeepAlive | Mode::NewConnection => bench.front_end_backends().await,
+        };
+        Watched::sample(&[std::process::id()], &bench.server_pid.into_iter().collect::<Vec<_>>(), &backends)
+    }
+
+    /// All clients call for `warmup` (not measured), then for `measure` or until `cap` measured
+    /// requests.
+    async fn run(&mut self, bench: &Arc<Bench>, endpoint: Endpoint, warmup: Duration, measure: Duration, cap: usize) -> Result<(), String> {
+        let measured = Arc::new(AtomicUsize::new(0));
+        let measure_from = Instant::now() + warmup;
+        let deadline = measure_from + measure;
+        let mut tasks = Vec::with_capacity(self.callers.len());
+        for mut caller in std::mem::take(&mut self.callers) {
+            let (bench, next, measured) = (bench.clone(), self.next.clone(), measured.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut last_end = measure_from;
+                loop {
+                    let t0 = Instant::now();
+                    if t0 >= deadline || measured.load(Ordering::Relaxed) >= cap {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed) % bench.starts.len();
+                    bench.call(&mut caller, endpoint, i).await?;
+                    let t1 = Instant::now();
+                    if t0 >= measure_from {
+                        latencies.push(t1 - t0);
+                        measured.fetch_add(1, Ordering::Relaxed);
+                        last_end = last_end.max(t1);
+                    }
                 }
-                let i = next.fetch_add(1, Ordering::Relaxed) % bench.starts.len();
-                bench.call(&mut caller, endpoint, i).await?;
-                let t1 = Instant::now();
-                if t0 >= measure_from {
-                    latencies.push(t1 - t0);
-                    measured.fetch_add(1, Ordering::Relaxed);
-                    last_end = last_end.max(t1);
-                }
-            }
-            Ok::<_, String>((latencies, last_end))
-        }));
+                Ok::<_, String>((caller, latencies, last_end))
+            }));
+        }
+        tokio::time::sleep_until(measure_from.into()).await;
+        let before = self.watch(bench).await;
+        let mut end = measure_from;
+        for task in tasks {
+            let (caller, latencies, last_end) = task.await.map_err(|e| e.to_string())??;
+            self.callers.push(caller);
+            self.latencies.extend(latencies);
+            end = end.max(last_end);
+        }
+        let used = self.watch(bench).await.since(&before);
+        for (total, round) in self.sched.iter_mut().zip(used) {
+            total.cpu_ns += round.cpu_ns;
+            total.wait_ns += round.wait_ns;
+        }
+        self.window += end - measure_from;
+        Ok(())
     }
-    let mut latencies = Vec::new();
-    let mut end = measure_from;
-    for task in tasks {
-        let (l, e) = task.await.map_err(|e| e.to_string())??;
-        latencies.extend(l);
-        end = end.max(e);
+
+    fn figures(&self) -> Result<Figures, String> {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        let (Some(p50), Some(p99)) = (percentile(&sorted, 0.50), percentile(&sorted, 0.99)) else {
+            return Err("no request completed in the measured time".into());
+        };
+        Ok(Figures { requests: sorted.len(), per_second: sorted.len() as f64 / self.window.as_secs_f64(), p50, p99 })
     }
-    latencies.sort();
-    let window = (end - measure_from).as_secs_f64();
-    let (Some(p50), Some(p99)) = (percentile(&latencies, 0.50), percentile(&latencies, 0.99)) else {
-        return Err("no request completed in the measured time".into());
-    };
-    Ok(Cell { requests: latencies.len(), per_second: latencies.len() as f64 / window, p50, p99 })
 }
 
 /// Waits until the front end answers `/version`.
@@ -448,6 +583,7 @@ async fn run(args: Args) -> Result<(), String> {
     let client = FederationClient::new(root_store_from_pem(&ca)?, Default::default());
     let address = client.address_of(&config.server_name)?;
 
+    let monitor = database(&config).await?;
     let mut bench = Bench {
         config,
         origin: args.origin.clone(),
@@ -459,8 +595,10 @@ async fn run(args: Args) -> Result<(), String> {
         tls: TlsConnector::from(Arc::new(tls_config)),
         client,
         signed: HashMap::new(),
+        monitor,
+        server_pid: args.server_pid,
     };
-    let db = bench.database().await?;
+    let db = &bench.monitor;
     let room_id = match &args.room_id {
         Some(r) => r.clone(),
         None => {
@@ -506,41 +644,68 @@ async fn run(args: Args) -> Result<(), String> {
     check_answers(&bench, &args.endpoints).await?;
 
     println!(
-        "# federation-load: room {} ({events} events), origin {}, limit {}, {} start events cycled; per cell {} s measured after {} s warm-up{}",
+        "# federation-load: room {} ({events} events), origin {}, limit {}, {} start events cycled; per cell {} s measured in {} turns (modes alternating) after {} s warm-up{}",
         bench.room_id,
         bench.origin,
         bench.limit,
         bench.starts.len(),
         args.seconds,
+        args.rounds.max(1),
         args.warmup,
         args.requests.map_or(String::new(), |n| format!(" or {n} requests"))
     );
-    println!("{:<10} {:>7}  {:<20} {:>8} {:>9} {:>8} {:>8} {:>11}", "endpoint", "clients", "mode", "requests", "req/s", "p50_ms", "p99_ms", "p50_vs_sql");
+    println!("# cpu_ms/req and runq_ms/req: CPU time and run-queue wait per request of client / front end / PostgreSQL backends");
+    println!(
+        "{:<10} {:>7}  {:<20} {:>8} {:>9} {:>8} {:>8} {:>11}  {:>20} {:>20}",
+        "endpoint", "clients", "mode", "requests", "req/s", "p50_ms", "p99_ms", "p50_vs_sql", "cpu_ms/req", "runq_ms/req"
+    );
+    let rounds = args.rounds.max(1);
+    let per_round = Duration::from_secs_f64(args.seconds / rounds as f64);
+    let cap = args.requests.map_or(usize::MAX, |n| n.div_ceil(rounds));
     for &endpoint in &args.endpoints {
         for &clients in &args.clients {
-            let mut sql_p50 = None;
+            let context = |mode: Mode, e: String| format!("{} {} x{clients}: {e}", endpoint.name(), mode.name());
+            let mut cells = Vec::with_capacity(args.modes.len());
             for &mode in &args.modes {
-                let cell = run_cell(&bench, &args, endpoint, mode, clients)
-                    .await
-                    .map_err(|e| format!("{} {} x{clients}: {e}", endpoint.name(), mode.name()))?;
+                cells.push(Cell::open(&bench, endpoint, mode, clients).await.map_err(|e| context(mode, e))?);
+            }
+            // The modes take turns, so that the machine's other work falls on all of them alike.
+            for round in 0..rounds {
+                let warmup = if round == 0 { Duration::from_secs_f64(args.warmup) } else { Duration::ZERO };
+                for cell in &mut cells {
+                    cell.run(&bench, endpoint, warmup, per_round, cap).await.map_err(|e| context(cell.mode, e))?;
+                }
+            }
+            let mut sql_p50 = None;
+            for cell in &cells {
+                let mode = cell.mode;
+                let figures = cell.figures().map_err(|e| context(mode, e))?;
                 if mode == Mode::Sql {
-                    sql_p50 = Some(cell.p50);
+                    sql_p50 = Some(figures.p50);
                 }
                 let ratio = match (mode, sql_p50) {
                     (Mode::Sql, _) | (_, None) => String::new(),
-                    (_, Some(base)) => format!("{:.2}x", cell.p50.as_secs_f64() / base.as_secs_f64()),
+                    (_, Some(base)) => format!("{:.2}x", figures.p50.as_secs_f64() / base.as_secs_f64()),
                 };
                 let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                let per_request = |ns: u64| ns as f64 / 1e6 / figures.requests as f64;
+                let three = |f: fn(&Sched) -> u64| {
+                    let [client, front, pg] = cell.sched.each_ref().map(|s| per_request(f(s)));
+                    let front = if mode == Mode::Sql || bench.server_pid.is_none() { "-".to_owned() } else { format!("{front:.2}") };
+                    format!("{client:.2}/{front}/{pg:.2}")
+                };
                 println!(
-                    "{:<10} {:>7}  {:<20} {:>8} {:>9.1} {:>8.2} {:>8.2} {:>11}",
+                    "{:<10} {:>7}  {:<20} {:>8} {:>9.1} {:>8.2} {:>8.2} {:>11}  {:>20} {:>20}",
                     endpoint.name(),
                     clients,
                     mode.name(),
-                    cell.requests,
-                    cell.per_second,
-                    ms(cell.p50),
-                    ms(cell.p99),
-                    ratio
+                    figures.requests,
+                    figures.per_second,
+                    ms(figures.p50),
+                    ms(figures.p99),
+                    ratio,
+                    three(|s| s.cpu_ns),
+                    three(|s| s.wait_ns)
                 );
             }
         }
@@ -586,6 +751,17 @@ mod tests {
         assert_eq!(percentile(&ten, 0.99), Some(ms(10)), "fewer than 100 samples: the largest");
         assert_eq!(percentile(&[ms(7)], 0.5), Some(ms(7)));
         assert_eq!(percentile(&[], 0.5), None);
+    }
+
+    #[test]
+    fn schedstat_lines() {
+        assert_eq!(Sched::parse("355900456 256573340 328\n"), Some(Sched { cpu_ns: 355900456, wait_ns: 256573340 }));
+        assert_eq!(Sched::parse("12"), None);
+        assert_eq!(Sched::parse(""), None);
+        let own = Sched::of(std::process::id());
+        if std::path::Path::new("/proc/self/schedstat").exists() {
+            assert!(own.cpu_ns > 0, "this test runs, so it has used the CPU");
+        }
     }
 
     #[test]
