@@ -6,7 +6,8 @@
 # HTTPS (kept-alive connections, and a new connection per request) and as the handler's SQL
 # statement directly, in the same run. Output: bench/out/frontend-load.txt.
 #
-# Usage: scripts/bench-frontend.sh [EVENTS]            (default: 10000)
+# Usage: scripts/bench-frontend.sh [EVENTS...]         (default: 10000; each size its own room,
+#                                                      database and roomserver-http)
 # Environment: CLIENTS (default 1,4,16), SECONDS_PER_CELL (5), WARMUP (1), STARTS (200),
 # BENCH_INSTALL=1 to build and install the extension (release build) even when one is installed
 # (it is when none is), BENCH_PG_BIN to use another PostgreSQL installation than the system one
@@ -15,7 +16,8 @@
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [ -n "${BENCH_PG_BIN:-}" ]; then PG_BIN="$BENCH_PG_BIN"; PG_CONFIG="$PG_BIN/pg_config"; fi
 
-EVENTS=${1:-10000}
+SIZES=("${@:-10000}")
+read -r -a SIZES <<< "${SIZES[*]}"
 CLIENTS=${CLIENTS:-1,4,16}
 SECONDS_PER_CELL=${SECONDS_PER_CELL:-5}
 WARMUP=${WARMUP:-1}
@@ -33,32 +35,17 @@ cargo build --release -q -p roomgen -p roomserver-http
 DIR="$(mktemp -d /tmp/pg_roomserver-frontendbench.XXXXXX)"
 chmod 755 "$DIR"
 SERVER_PID=
-cleanup() {
+stop_server() {
     if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
+    SERVER_PID=
+}
+cleanup() {
+    stop_server
     stop_cluster
     rm -rf "$DIR"
 }
 trap cleanup EXIT
 start_cluster "$DIR/pg"
-
-db=frontend_load
-file="$DIR/room.copy"
-# The federation bench's room: message-heavy, 50 members on s0..s4.example, forked every 100 events.
-target/release/roomgen --seed 7 --version 11 --members 50 --servers 5 --events "$EVENTS" \
-    --fork-every 100 --fork-width 2 --fork-depth 3 --churn 0.01 --format copy --out "$file" --quiet
-chmod 644 "$file"
-createdb "$db"
-psql -X -q -d "$db" -c "CREATE EXTENSION pg_roomserver"
-log "loading $EVENTS events"
-{
-    echo "CREATE TEMP TABLE staging (n bigserial PRIMARY KEY, pdu jsonb);"
-    echo "\\copy staging (pdu) FROM '$file'"
-    for ((a = 1; a <= EVENTS; a += 5000)); do
-        echo "SELECT count(*) FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM staging WHERE n BETWEEN $a AND $((a + 4999)))) \\g /dev/null"
-    done
-} | psql -X -q -v ON_ERROR_STOP=1 -d "$db"
-psql -X -q -d "$db" -c "VACUUM ANALYZE"
-rm -f "$file"
 
 # A test CA and a certificate for localhost / 127.0.0.1 (as tests/e2e/run.sh makes them), used by
 # the front end and by the load client's key server for the origin.
@@ -76,15 +63,44 @@ port() {  # a free loopback port not handed out yet in this run
     local p
     for p in $(seq "$1" "$(( $1 + 500 ))"); do
         if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && [[ "$TAKEN" != *" $p "* ]]; then
-            TAKEN="$TAKEN$p "; echo "$p"; return
+            echo "$p"; return
         fi
     done
     echo "no free port" >&2; exit 1
 }
-OUR_PORT="$(port 19448)"; TAKEN="$TAKEN$OUR_PORT "
-KEY_PORT="$(port 19600)"
 max_clients=$(tr ',' '\n' <<< "$CLIENTS" | sort -n | tail -n 1)
-cat > "$DIR/roomserver-http.toml" <<TOML
+so="$("$PG_CONFIG" --pkglibdir)/pg_roomserver.so"
+build="unknown build"
+if command -v file >/dev/null; then
+    if file -b "$so" | grep -q debug_info; then build="DEBUG build"; else build="release build"; fi
+fi
+
+mkdir -p bench/out
+out=bench/out/frontend-load.txt
+echo "# scripts/bench-frontend.sh ${SIZES[*]}  ($(date -u +%Y-%m-%d), $(nproc) cores shared by server, client and PostgreSQL, load average at start $(cut -d' ' -f1-3 /proc/loadavg), PostgreSQL $PG_VERSION ($PG_BIN), fsync=off, extension: $build, front end and client: release builds, CLIENTS=$CLIENTS SECONDS_PER_CELL=$SECONDS_PER_CELL WARMUP=$WARMUP)" > "$out"
+for size in "${SIZES[@]}"; do
+    db="frontend_load_$size"
+    file="$DIR/room.copy"
+    # The federation bench's room: message-heavy, 50 members on s0..s4.example, forked every 100 events.
+    target/release/roomgen --seed 7 --version 11 --members 50 --servers 5 --events "$size" \
+        --fork-every 100 --fork-width 2 --fork-depth 3 --churn 0.01 --format copy --out "$file" --quiet
+    chmod 644 "$file"
+    createdb "$db"
+    psql -X -q -d "$db" -c "CREATE EXTENSION pg_roomserver"
+    log "loading $size events"
+    {
+        echo "CREATE TEMP TABLE staging (n bigserial PRIMARY KEY, pdu jsonb);"
+        echo "\\copy staging (pdu) FROM '$file'"
+        for ((a = 1; a <= size; a += 5000)); do
+            echo "SELECT count(*) FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM staging WHERE n BETWEEN $a AND $((a + 4999)))) \\g /dev/null"
+        done
+    } | psql -X -q -v ON_ERROR_STOP=1 -d "$db"
+    psql -X -q -d "$db" -c "VACUUM ANALYZE"
+    rm -f "$file"
+
+    OUR_PORT="$(port 19448)"; TAKEN="$TAKEN$OUR_PORT "
+    KEY_PORT="$(port 19600)"; TAKEN="$TAKEN$KEY_PORT "
+    cat > "$DIR/roomserver-http.toml" <<TOML
 server_name = "localhost:$OUR_PORT"
 listen = "127.0.0.1:$OUR_PORT"
 tls_certificate = "tls.crt"
@@ -96,20 +112,20 @@ database_pool_size = $max_clients
 [key_server_overrides]
 "$ORIGIN" = "https://127.0.0.1:$KEY_PORT"
 TOML
-target/release/roomserver-http "$DIR/roomserver-http.toml" > "$DIR/roomserver-http.log" 2>&1 &
-SERVER_PID=$!
+    target/release/roomserver-http "$DIR/roomserver-http.toml" > "$DIR/roomserver-http.log" 2>&1 &
+    SERVER_PID=$!
 
-mkdir -p bench/out
-out=bench/out/frontend-load.txt
-echo "# scripts/bench-frontend.sh $EVENTS  ($(date -u +%Y-%m-%d), $(nproc) cores shared by server, client and PostgreSQL, load average at start $(cut -d' ' -f1-3 /proc/loadavg), PostgreSQL $PG_VERSION, fsync=off, release builds, CLIENTS=$CLIENTS SECONDS_PER_CELL=$SECONDS_PER_CELL WARMUP=$WARMUP)" > "$out"
-log "federation-load on $EVENTS events, clients $CLIENTS"
-status=0
-timeout 900 target/release/federation-load --config "$DIR/roomserver-http.toml" --origin "$ORIGIN" \
-    --clients "$CLIENTS" --seconds "$SECONDS_PER_CELL" --warmup "$WARMUP" --starts "$STARTS" --limit 100 --server-pid "$SERVER_PID" \
-    | tee -a "$out" || status=$?
-if [ "$status" != 0 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
-    echo "--- roomserver-http log (tail)"; tail -n 30 "$DIR/roomserver-http.log"
-    [ "$status" != 0 ] || status=1
-    exit "$status"
-fi
+    log "federation-load on $size events, clients $CLIENTS"
+    status=0
+    timeout 900 target/release/federation-load --config "$DIR/roomserver-http.toml" --origin "$ORIGIN" \
+        --clients "$CLIENTS" --seconds "$SECONDS_PER_CELL" --warmup "$WARMUP" --starts "$STARTS" --limit 100 --server-pid "$SERVER_PID" \
+        | tee -a "$out" || status=$?
+    if [ "$status" != 0 ] || ! kill -0 "$SERVER_PID" 2>/dev/null; then
+        echo "--- roomserver-http log (tail)"; tail -n 30 "$DIR/roomserver-http.log"
+        [ "$status" != 0 ] || status=1
+        exit "$status"
+    fi
+    stop_server
+    dropdb "$db"
+done
 echo "# load average at the end $(cut -d' ' -f1-3 /proc/loadavg)" >> "$out"
