@@ -12,7 +12,9 @@
 # BENCH_INSTALL=1 to build and install the extension (release build) even when one is installed
 # (it is when none is), BENCH_PG_BIN to use another PostgreSQL installation than the system one
 # (a copy of it, for instance, so that a release build of the extension can be measured while
-# the system's holds someone's debug build).
+# the system's holds someone's debug build), BENCH_SERVER_BIN to run another build of
+# roomserver-http (an A/B of a change), BENCH_PERF=1 to record the front end with perf during the
+# load (report in bench/out/frontend-load-perf.txt).
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 if [ -n "${BENCH_PG_BIN:-}" ]; then PG_BIN="$BENCH_PG_BIN"; PG_CONFIG="$PG_BIN/pg_config"; fi
 
@@ -112,8 +114,13 @@ database_pool_size = $max_clients
 [key_server_overrides]
 "$ORIGIN" = "https://127.0.0.1:$KEY_PORT"
 TOML
-    target/release/roomserver-http "$DIR/roomserver-http.toml" > "$DIR/roomserver-http.log" 2>&1 &
+    "${BENCH_SERVER_BIN:-target/release/roomserver-http}" "$DIR/roomserver-http.toml" > "$DIR/roomserver-http.log" 2>&1 &
     SERVER_PID=$!
+    PERF_PID=
+    if [ -n "${BENCH_PERF:-}" ]; then
+        perf record -q -F 499 -g -p "$SERVER_PID" -o "$DIR/perf.data" 2>/dev/null &
+        PERF_PID=$!
+    fi
 
     log "federation-load on $size events, clients $CLIENTS"
     status=0
@@ -124,6 +131,14 @@ TOML
         echo "--- roomserver-http log (tail)"; tail -n 30 "$DIR/roomserver-http.log"
         [ "$status" != 0 ] || status=1
         exit "$status"
+    fi
+    if [ -n "$PERF_PID" ]; then
+        kill -INT "$PERF_PID"; wait "$PERF_PID" || true
+        {
+            echo "# perf record -F 499 -g -p <roomserver-http> during scripts/bench-frontend.sh ${SIZES[*]} ($size events; all modes, the front end idles in the sql cells)"
+            perf report -i "$DIR/perf.data" --no-children --sort dso,symbol -g none --percent-limit 0.5 --stdio 2>/dev/null \
+                | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//; s/[[:space:]]+$//' | grep -v -e '^$' -e '^# \.\.\.' | cut -c1-200 | head -n 80
+        } > "bench/out/frontend-load-perf.txt" || true
     fi
     stop_server
     dropdb "$db"
