@@ -32,11 +32,13 @@ macro_rules! room_read {
     };
 }
 
-const BACKFILL: &str = room_read!("roomserver.backfill($2, $3::text[], $4::integer, $1)");
+/// `pub`: the load client (src/bin/federation-load.rs) times this very statement next to the endpoint.
+pub const BACKFILL: &str = room_read!("roomserver.backfill($2, $3::text[], $4::integer, $1)");
 const GET_MISSING_EVENTS: &str =
     room_read!("roomserver.get_missing_events($2, $3::text[], $4::text[], $5::integer, $6::bigint, $1)");
 const FORWARDS_FILL: &str = room_read!("roomserver.forwards_fill($2, $3::text[], $4::integer, $1)");
-const STATE_IDS: &str = room_read!("roomserver.state_ids($2, $3::text)");
+/// `pub`: as [`BACKFILL`], for the load client.
+pub const STATE_IDS: &str = room_read!("roomserver.state_ids($2, $3::text)");
 const STATE: &str = room_read!("roomserver.state($2, $3::text)");
 const EVENT_AUTH: &str = room_read!("roomserver.event_auth($2, $3::text)");
 const TIMESTAMP_TO_EVENT: &str = room_read!("roomserver.timestamp_to_event($2, $3::bigint, $4::text)");

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod errors;
 pub mod federation_reads;
+pub mod fixed_key_server;
 pub mod invites;
 pub mod joins;
 pub mod keys;

@@ -1,18 +1,14 @@
 //! What the integration tests share: a test CA and a certificate for loopback made at test time,
-//! and a loopback key server that answers `GET /_matrix/key/v2/server` for several fake servers
-//! (chosen by the Host header, which carries the server name being asked about).
+//! and a loopback key server (the library's fixed_key_server) that answers
+//! `GET /_matrix/key/v2/server` for several fake servers.
 
 #![allow(dead_code)] // each test binary uses part of it
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 use serde_json::Value;
@@ -49,27 +45,10 @@ pub struct KeyServer {
     _stop: oneshot::Sender<()>,
 }
 
-#[derive(Clone)]
-struct Responses {
-    by_host: Arc<HashMap<String, Value>>,
-    requests: Arc<AtomicUsize>,
-}
-
-async fn key_response(State(r): State<Responses>, headers: HeaderMap) -> Response {
-    r.requests.fetch_add(1, Ordering::SeqCst);
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
-    match r.by_host.get(host) {
-        Some(body) => axum::Json(body.clone()).into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
 /// Serves `responses` (Host → key response body) over TLS on loopback.
 pub async fn start_key_server(tls: &TestTls, responses: HashMap<String, Value>) -> KeyServer {
     let requests = Arc::new(AtomicUsize::new(0));
-    let app = Router::new()
-        .route("/_matrix/key/v2/server", get(key_response))
-        .with_state(Responses { by_host: Arc::new(responses), requests: requests.clone() });
+    let app = roomserver_http::fixed_key_server::router(responses, requests.clone());
     start_tls_server(tls, app, requests).await
 }
 
