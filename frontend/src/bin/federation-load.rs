@@ -2,7 +2,7 @@
 //! run by scripts/bench-frontend.sh). N concurrent clients call `/backfill` (limit 100) and
 //! `/state_ids` of one room through a running roomserver-http, signed as one of the room's
 //! servers, and, in the same run with the same start events and the same N, the statement the
-//! handler issues (`federation_reads::BACKFILL`, `STATE_IDS`: the in-room check and the
+//! handler issues (`federation_reads::BACKFILL`, `STATE_IDS`: the ACL and in-room checks and the
 //! function) over N tokio-postgres connections. Each cell (endpoint, N, mode) runs for a fixed
 //! time after a warm-up, in turns with the other modes of its endpoint and N (so that the
 //! machine's other work falls on all of them alike); it reports requests/s, p50 and p99, and p50
@@ -357,9 +357,10 @@ impl Bench {
                     Endpoint::StateIds => vec![&self.origin, &self.room_id, &self.starts[i]],
                 };
                 let row = db.query_one(&*statement, &params).await.map_err(|e| format!("sql: {e}"))?;
-                match (row.get::<_, bool>(0), row.get::<_, Option<String>>(1)) {
-                    (true, Some(body)) => Ok(body),
-                    (in_room, _) => Err(format!("sql: in_room = {in_room}, no body")),
+                // The handler's statement: (allowed by the room's ACL, in the room, body).
+                match (row.get::<_, bool>(0), row.get::<_, bool>(1), row.get::<_, Option<String>>(2)) {
+                    (true, true, Some(body)) => Ok(body),
+                    (allowed, in_room, _) => Err(format!("sql: allowed = {allowed}, in_room = {in_room}, no body")),
                 }
             }
             Caller::KeepAlive { sender } => {
