@@ -59,14 +59,7 @@ for size in "${SIZES[@]}"; do
         psql -X -q -d "$db" -c "CREATE EXTENSION pg_roomserver"
         log "loading $size events into $db"
         start=$(date +%s)
-        {
-            echo "CREATE TEMP TABLE staging (n bigserial PRIMARY KEY, pdu jsonb);"
-            echo "\\copy staging (pdu) FROM '$file'"
-            for ((a = 1; a <= size; a += 5000)); do
-                echo "SELECT count(*) FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM staging WHERE n BETWEEN $a AND $((a + 4999)))) \\g /dev/null"
-            done
-        } | psql -X -q -v ON_ERROR_STOP=1 -d "$db"
-        psql -X -q -d "$db" -c "VACUUM ANALYZE"
+        load_pdus "$db" "$file"
         log "loaded $size events in $(( $(date +%s) - start )) s"
         rm -f "$file"
     fi

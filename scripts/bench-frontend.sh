@@ -49,16 +49,9 @@ cleanup() {
 trap cleanup EXIT
 start_cluster "$DIR/pg"
 
-# A test CA and a certificate for localhost / 127.0.0.1 (as tests/e2e/run.sh makes them), used by
+# A test CA and a certificate for localhost / 127.0.0.1 (lib.sh, as the e2e tier makes them), used by
 # the front end and by the load client's key server for the origin.
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=roomserver bench CA" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-    -keyout "$DIR/tls.key" -out "$DIR/tls.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > "$DIR/leaf.ext"
-openssl x509 -req -in "$DIR/tls.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial -days 2 \
-    -extfile "$DIR/leaf.ext" -out "$DIR/tls.crt" 2>/dev/null
+make_test_tls "$DIR" bench
 
 TAKEN=" $PGPORT "
 port() {  # a free loopback port not handed out yet in this run
@@ -90,14 +83,7 @@ for size in "${SIZES[@]}"; do
     createdb "$db"
     psql -X -q -d "$db" -c "CREATE EXTENSION pg_roomserver"
     log "loading $size events"
-    {
-        echo "CREATE TEMP TABLE staging (n bigserial PRIMARY KEY, pdu jsonb);"
-        echo "\\copy staging (pdu) FROM '$file'"
-        for ((a = 1; a <= size; a += 5000)); do
-            echo "SELECT count(*) FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM staging WHERE n BETWEEN $a AND $((a + 4999)))) \\g /dev/null"
-        done
-    } | psql -X -q -v ON_ERROR_STOP=1 -d "$db"
-    psql -X -q -d "$db" -c "VACUUM ANALYZE"
+    load_pdus "$db" "$file"
     rm -f "$file"
 
     OUR_PORT="$(port 19448)"; TAKEN="$TAKEN$OUR_PORT "

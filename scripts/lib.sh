@@ -96,6 +96,36 @@ stop_cluster() {
     fi
 }
 
+# make_test_tls DIR NAME: a test CA (DIR/ca.pem) and one certificate it signed for localhost and
+# 127.0.0.1 (DIR/tls.crt, DIR/tls.key), valid two days: for servers on loopback (the e2e tier,
+# the front end's benchmark). NAME goes into the CA's common name.
+make_test_tls() {
+    local dir="$1" name="$2"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=roomserver $name CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
+        -keyout "$dir/tls.key" -out "$dir/tls.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > "$dir/leaf.ext"
+    openssl x509 -req -in "$dir/tls.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+        -extfile "$dir/leaf.ext" -out "$dir/tls.crt" 2>/dev/null
+}
+
+# load_pdus DB FILE: ingests the PDUs of FILE (one JSON object a line, in order) into DB in
+# batches of 5,000 (`ingest_events`), then VACUUM ANALYZE: how the benchmarks load a room.
+load_pdus() {
+    local db="$1" file="$2" size a
+    size="$(wc -l < "$file")"
+    {
+        echo "CREATE TEMP TABLE staging (n bigserial PRIMARY KEY, pdu jsonb);"
+        echo "\\copy staging (pdu) FROM '$file'"
+        for ((a = 1; a <= size; a += 5000)); do
+            echo "SELECT count(*) FROM roomserver.ingest_events((SELECT jsonb_agg(pdu ORDER BY n) FROM staging WHERE n BETWEEN $a AND $((a + 4999)))) \\g /dev/null"
+        done
+    } | psql -X -q -v ON_ERROR_STOP=1 -d "$db"
+    psql -X -q -d "$db" -c "VACUUM ANALYZE"
+}
+
 # Builds the extension and installs it into PostgreSQL's directories.
 install_extension() {
     local profile_flag=("$@")

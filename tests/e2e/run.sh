@@ -42,14 +42,7 @@ SYN_FED_PORT="$(port 18700)"; TAKEN="$TAKEN $SYN_FED_PORT"
 SYN_CLIENT_PORT="$(port 18800)"
 
 # A test CA and one certificate for both servers (both are localhost).
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj "/CN=roomserver e2e CA" \
-    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
-    -keyout "$DIR/ca.key" -out "$DIR/ca.pem" 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=localhost" \
-    -keyout "$DIR/tls.key" -out "$DIR/tls.csr" 2>/dev/null
-printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n' > "$DIR/leaf.ext"
-openssl x509 -req -in "$DIR/tls.csr" -CA "$DIR/ca.pem" -CAkey "$DIR/ca.key" -CAcreateserial -days 2 \
-    -extfile "$DIR/leaf.ext" -out "$DIR/tls.crt" 2>/dev/null
+make_test_tls "$DIR" e2e
 
 createdb "$DB"
 psql -q -d "$DB" -c 'CREATE EXTENSION pg_roomserver'
